@@ -1,0 +1,1 @@
+//! meshcap-fault: see the workspace README. (Scaffold: the crate's contents land with its issue.)

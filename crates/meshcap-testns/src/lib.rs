@@ -1,0 +1,347 @@
+//! Test support shared by the meshcap crates (not published).
+//!
+//! * [`privileged`] decides whether a test that needs root, iptables and network namespaces runs, skips
+//!   loudly, or fails (`MESHCAP_REQUIRE_PRIVILEGED=1`, as `.ci/run` sets it).
+//! * [`NetNs`] is a throwaway network namespace (`ip netns add`), deleted on drop; [`PodPair`] is the
+//!   usual two-namespace topology (a pod at 10.244.0.6 / fd00::6 and a peer at 10.244.0.5 / fd00::5
+//!   joined by a veth pair), the same addresses the reference captures use.
+//! * [`reference_dir`] finds `../shared/reference` (or `MESHCAP_REFERENCE_DIR`), skipping loudly when it is
+//!   absent, failing when `MESHCAP_REQUIRE_REFERENCE=1`.
+//! * [`ChildGuard`] kills a spawned process when the test ends, whatever the outcome.
+//!
+//! Nothing here touches the host's network configuration: every command runs inside a namespace this
+//! crate created.
+//!
+//! # Layout
+//! One file: environment gating first, then namespaces, then process guards.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Environment variable that turns privileged-test skips into failures.
+pub const REQUIRE_PRIVILEGED_ENV: &str = "MESHCAP_REQUIRE_PRIVILEGED";
+/// Environment variable naming the reference data folder.
+pub const REFERENCE_DIR_ENV: &str = "MESHCAP_REFERENCE_DIR";
+/// Environment variable that turns a missing reference folder into a failure.
+pub const REQUIRE_REFERENCE_ENV: &str = "MESHCAP_REQUIRE_REFERENCE";
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+/// Whether `program` can be found on `PATH` (or is an existing path).
+pub fn have_program(program: &str) -> bool {
+    if program.contains('/') {
+        return Path::new(program).exists();
+    }
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// The effective user id of this process.
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Decide whether a privileged test runs.
+///
+/// Returns `true` when the process is root and `ip`, `iptables`, `ip6tables` and `iptables-save` are
+/// installed. Otherwise prints a loud `SKIPPED` line naming `test` and the reason and returns `false`,
+/// unless `MESHCAP_REQUIRE_PRIVILEGED=1`, in which case it panics with the reason.
+///
+/// ```no_run
+/// if !meshcap_testns::privileged("redirect_ipv4") {
+///     return;
+/// }
+/// ```
+pub fn privileged(test: &str) -> bool {
+    let reason = if euid() != 0 {
+        Some("not running as root".to_string())
+    } else {
+        ["ip", "iptables", "ip6tables", "iptables-save", "iptables-restore"]
+            .iter()
+            .find(|p| !have_program(p))
+            .map(|p| format!("`{p}` is not installed (apt-get install -y iptables iproute2)"))
+    };
+    match reason {
+        None => true,
+        Some(reason) if env_flag(REQUIRE_PRIVILEGED_ENV) => {
+            panic!("{test}: privileged test cannot run: {reason}, and {REQUIRE_PRIVILEGED_ENV}=1")
+        }
+        Some(reason) => {
+            eprintln!(
+                "\n!!! SKIPPED privileged test `{test}`: {reason}. Run as root (CI sets {REQUIRE_PRIVILEGED_ENV}=1 to make this a failure).\n"
+            );
+            false
+        }
+    }
+}
+
+/// The reference data folder (`MESHCAP_REFERENCE_DIR`, default `<workspace>/../shared/reference`).
+///
+/// Returns `None` after a loud `SKIPPED` line naming `test` when the folder does not exist; panics
+/// instead when `MESHCAP_REQUIRE_REFERENCE=1`.
+pub fn reference_dir(test: &str) -> Option<PathBuf> {
+    let dir = match std::env::var_os(REFERENCE_DIR_ENV) {
+        Some(d) => PathBuf::from(d),
+        None => workspace_root().join("../shared/reference"),
+    };
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    if env_flag(REQUIRE_REFERENCE_ENV) {
+        panic!(
+            "{test}: reference folder {} not found and {REQUIRE_REFERENCE_ENV}=1",
+            dir.display()
+        );
+    }
+    eprintln!(
+        "\n!!! SKIPPED reference test `{test}`: {} does not exist (set {REFERENCE_DIR_ENV}).\n",
+        dir.display()
+    );
+    None
+}
+
+/// The workspace root (the folder holding the top-level `Cargo.toml`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The Envoy binary for tests: `MESHCAP_ENVOY`, else `<workspace>/.venv-envoy/bin/envoy`, else `envoy`
+/// on `PATH`. `None` when none exists.
+pub fn envoy_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("MESHCAP_ENVOY") {
+        let p = PathBuf::from(p);
+        return p.exists().then_some(p);
+    }
+    let venv = workspace_root().join(".venv-envoy/bin/envoy");
+    if venv.exists() {
+        return Some(venv);
+    }
+    have_program("envoy").then(|| PathBuf::from("envoy"))
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace created with `ip netns add`, with `lo` up, deleted (with everything in it) on
+/// drop.
+#[derive(Debug)]
+pub struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    /// Create a namespace named `mc-<tag>-<pid>-<n>` and bring its loopback up.
+    pub fn new(tag: &str) -> io::Result<NetNs> {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tag: String = tag.chars().filter(|c| c.is_ascii_alphanumeric()).take(12).collect();
+        let name = format!("mc-{tag}-{}-{n}", std::process::id());
+        check(
+            Command::new("ip").args(["netns", "add", &name]).output()?,
+            "ip netns add",
+        )?;
+        let ns = NetNs { name };
+        ns.run(["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// The namespace's name (as `ip netns` knows it).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A `Command` that runs `program` inside the namespace (`ip netns exec`).
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name]).arg(program);
+        c
+    }
+
+    /// Run `argv` inside the namespace; error (with stderr) when it exits non-zero.
+    pub fn run<I, S>(&self, argv: I) -> io::Result<Output>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut it = argv.into_iter();
+        let program = it
+            .next()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty argv"))?;
+        let label = program.as_ref().to_string_lossy().into_owned();
+        let out = self.command(program).args(it).output()?;
+        check(out, &label)
+    }
+
+    /// Run a shell script (`sh -c`) inside the namespace; error when it exits non-zero.
+    pub fn sh(&self, script: &str) -> io::Result<Output> {
+        check(self.command("sh").args(["-c", script]).output()?, script)
+    }
+
+    /// Run `f` on a new thread that has entered the namespace, and return its result. Threads (and
+    /// tokio runtimes) created from inside `f` inherit the namespace.
+    pub fn enter<F, R>(&self, f: F) -> io::Result<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let path = format!("/var/run/netns/{}", self.name);
+        let file = File::open(&path)?;
+        let handle = std::thread::spawn(move || -> io::Result<R> {
+            // SAFETY: `file` is an open descriptor of a network-namespace file for the duration of the
+            // call; setns only changes this thread's namespace.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(f())
+        });
+        match handle.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// `iptables-save` (or `ip6tables-save` when `v6`) output of this namespace.
+    pub fn iptables_save(&self, v6: bool) -> io::Result<String> {
+        let out = self.run([if v6 { "ip6tables-save" } else { "iptables-save" }])?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        // Kill whatever still runs inside, then delete the namespace.
+        let _ = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .map(|out| {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            });
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn check(out: Output, what: &str) -> io::Result<Output> {
+    if out.status.success() {
+        Ok(out)
+    } else {
+        Err(io::Error::other(format!(
+            "`{what}` failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        )))
+    }
+}
+
+/// Two namespaces joined by a veth pair: the pod (10.244.0.6/24, fd00::6/64) and a peer
+/// (10.244.0.5/24, fd00::5/64), as in the reference captures.
+#[derive(Debug)]
+pub struct PodPair {
+    /// The namespace of the workload and its sidecar.
+    pub pod: NetNs,
+    /// A remote peer on the same link.
+    pub peer: NetNs,
+}
+
+impl PodPair {
+    /// The pod's IPv4 address.
+    pub const POD_V4: &'static str = "10.244.0.6";
+    /// The peer's IPv4 address.
+    pub const PEER_V4: &'static str = "10.244.0.5";
+    /// The pod's IPv6 address.
+    pub const POD_V6: &'static str = "fd00::6";
+    /// The peer's IPv6 address.
+    pub const PEER_V6: &'static str = "fd00::5";
+
+    /// Create both namespaces and the link (IPv6 addresses without duplicate-address detection, so they
+    /// are usable at once).
+    pub fn new(tag: &str) -> io::Result<PodPair> {
+        let pod = NetNs::new(&format!("{tag}p"))?;
+        let peer = NetNs::new(&format!("{tag}q"))?;
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let (a, b) = (
+            format!("mcv{}a{n}", std::process::id() % 100_000),
+            format!("mcv{}b{n}", std::process::id() % 100_000),
+        );
+        let (a, b) = (truncate_ifname(a), truncate_ifname(b));
+        check(
+            Command::new("ip")
+                .args([
+                    "link",
+                    "add",
+                    &a,
+                    "netns",
+                    pod.name(),
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    &b,
+                    "netns",
+                    peer.name(),
+                ])
+                .output()?,
+            "ip link add veth",
+        )?;
+        for (ns, ifname, v4, v6) in [
+            (&pod, &a, Self::POD_V4, Self::POD_V6),
+            (&peer, &b, Self::PEER_V4, Self::PEER_V6),
+        ] {
+            ns.run(["ip", "link", "set", ifname.as_str(), "name", "eth0"])?;
+            ns.run(["ip", "addr", "add", &format!("{v4}/24"), "dev", "eth0"])?;
+            ns.run(["ip", "addr", "add", &format!("{v6}/64"), "dev", "eth0", "nodad"])?;
+            ns.run(["ip", "link", "set", "eth0", "up"])?;
+        }
+        Ok(PodPair { pod, peer })
+    }
+}
+
+fn truncate_ifname(mut s: String) -> String {
+    s.truncate(15);
+    s
+}
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+#[derive(Debug)]
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// Wrap a spawned child.
+    pub fn new(child: Child) -> ChildGuard {
+        ChildGuard(child)
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Poll `probe` every 20 ms until it returns `true` or `timeout` passes; returns whether it succeeded.
+/// For waiting on external processes (a listener coming up), not for timing assertions.
+pub fn wait_until(timeout: Duration, mut probe: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if probe() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
