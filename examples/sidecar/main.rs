@@ -1,0 +1,28 @@
+//! `sidecar`: the meshcap example sidecar. Wiring only: argument parsing, logging, and calls into the crates.
+//!
+//! ```text
+//! sidecar demo                                   the README's first command (see docs/sidecar.md)
+//! sidecar iptables render|install|uninstall|verify [kumactl flags]
+//! sidecar run --dataplane FILE [--policy FILE]... [--admin-address ADDR]
+//! sidecar envoy-config --dataplane FILE [--policy FILE]...
+//! ```
+//!
+//! Each subcommand lives in its own module; this file only dispatches.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "sidecar", version, about = "meshcap example sidecar: Kuma-style transparent proxying")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {}
+}
