@@ -1,1 +1,6 @@
-//! meshcap-proxy: see the workspace README. (Scaffold: the crate's contents land with its issue.)
+//! meshcap-proxy: the meshcap data plane. (Being built: see the workspace README.)
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod stats;
