@@ -3,4 +3,6 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod drain;
+pub mod listen;
 pub mod stats;
