@@ -4,5 +4,6 @@
 #![deny(missing_docs)]
 
 pub mod drain;
+pub mod http1;
 pub mod listen;
 pub mod stats;
