@@ -3,7 +3,10 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod access_log;
 pub mod drain;
 pub mod http1;
 pub mod listen;
 pub mod stats;
+pub mod tcp_proxy;
+pub mod upstream;

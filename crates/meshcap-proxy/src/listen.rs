@@ -7,7 +7,7 @@
 //! * [`Listener::serve`] is the accept loop (the mini-redis model): it hands every accepted
 //!   connection to a [`ConnectionHandler`] on its own task, refuses connections over the cap (counted in
 //!   `downstream_cx_overflow`, as Envoy does), backs off on resource errors such as `EMFILE` instead of
-//!   spinning, and on shutdown stops accepting, signals a [`drain`](crate::drain), waits for in-flight
+//!   spinning, and on shutdown stops accepting, signals a [`drain`], waits for in-flight
 //!   connections up to the drain timeout and aborts the rest.
 //! * [`ListenerStats`] are Envoy's `listener.<address>.*` statistics (`downstream_cx_total`,
 //!   `downstream_cx_active`, `downstream_cx_destroy`, `downstream_cx_overflow`, `worker_0.*`, …).

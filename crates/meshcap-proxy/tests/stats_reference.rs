@@ -315,3 +315,53 @@ fn prometheus_output_parses() {
         assert!(check_exposition(bad).is_err(), "accepted {bad:?}");
     }
 }
+
+/// Our stat blocks use Envoy's names and kinds: the listener and tcp_proxy blocks have exactly Envoy's
+/// set for one listener / one tcp_proxy prefix, the cluster block a subset of Envoy's cluster set.
+#[test]
+fn stat_blocks_use_envoy_names_and_kinds() {
+    use meshcap_proxy::listen::ListenerStats;
+    use meshcap_proxy::stats::StatSource;
+    use meshcap_proxy::tcp_proxy::TcpProxyStats;
+    use meshcap_proxy::upstream::ClusterStats;
+    use std::collections::BTreeSet;
+
+    let Some(dir) = reference("stat_blocks_use_envoy_names") else {
+        return;
+    };
+    let reference_names: Vec<String> = parse_stats_txt(&dir).into_iter().map(|(n, _)| n).collect();
+    let prom = parse_prom_reference(&dir);
+    let with_prefix = |prefix: &str| -> BTreeSet<String> {
+        reference_names
+            .iter()
+            .filter(|n| n.strip_prefix(prefix).is_some_and(|rest| !rest.contains("http.")))
+            .cloned()
+            .collect()
+    };
+    let collect = |source: &dyn StatSource| -> Vec<(String, StatValue)> {
+        let mut v = Vec::new();
+        source.visit_stats(&mut |n, value| v.push((n.to_string(), value)));
+        v
+    };
+
+    let listener = collect(&ListenerStats::new("listener.0.0.0.0_15001", "worker_0"));
+    let tcp = collect(&TcpProxyStats::new("outbound_passthrough_ipv4"));
+    let cluster = collect(&ClusterStats::new("outbound_passthrough_ipv4"));
+
+    let names = |v: &[(String, StatValue)]| v.iter().map(|(n, _)| n.clone()).collect::<BTreeSet<_>>();
+    assert_eq!(names(&listener), with_prefix("listener.0.0.0.0_15001."));
+    assert_eq!(names(&tcp), with_prefix("tcp.outbound_passthrough_ipv4."));
+    let envoy_cluster = with_prefix("cluster.outbound_passthrough_ipv4.");
+    let extra: Vec<_> = names(&cluster).difference(&envoy_cluster).cloned().collect();
+    assert!(extra.is_empty(), "cluster stats Envoy does not have: {extra:?}");
+
+    for (name, value) in listener.iter().chain(&tcp).chain(&cluster) {
+        let kind = prom.types.get(&prom_metric_name(name)).map(String::as_str);
+        let ours = match value {
+            StatValue::Counter(_) => "counter",
+            StatValue::Gauge(_) => "gauge",
+            _ => "other",
+        };
+        assert_eq!(kind, Some(ours), "{name}");
+    }
+}
