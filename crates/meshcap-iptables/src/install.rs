@@ -399,6 +399,8 @@ struct SavedRule {
 struct SavedTable {
     chains: Vec<String>,
     rules: Vec<SavedRule>,
+    /// Whether a built-in chain has a policy other than ACCEPT.
+    strict_policy: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -433,7 +435,19 @@ impl Snapshot {
                         snap.tables.push((t, table));
                     }
                 }
-                Line::Chain { name, .. } | Line::NewChain(name) => {
+                Line::Chain { name, policy } => {
+                    if let Some((_, table, block)) = current.as_mut() {
+                        if policy.is_some_and(|p| p != crate::model::Policy::Accept) {
+                            table.strict_policy = true;
+                        }
+                        if !name.is_builtin() {
+                            table.chains.push(name.as_str().to_string());
+                        }
+                        block.push_str(raw);
+                        block.push('\n');
+                    }
+                }
+                Line::NewChain(name) => {
                     if let Some((_, table, block)) = current.as_mut() {
                         if !name.is_builtin() {
                             table.chains.push(name.as_str().to_string());
@@ -697,17 +711,53 @@ impl Installer {
     /// Remove everything of ours from `family`: our chains, and rules carrying our comment or jumping
     /// to our chains. Rules installed without comments that jump nowhere of ours (e.g. the DNS
     /// REDIRECT with `--disable-comments`) are only found by [`uninstall_rules`](Self::uninstall_rules).
+    ///
+    /// On the nft backend a table left with nothing but empty built-in chains (ACCEPT policies) after
+    /// removing our rules is deleted too, so that install + uninstall leaves `iptables-save` as it was
+    /// even when the install created the raw or mangle table. Legacy tables cannot be deleted.
     pub fn uninstall(&self, family: Family) -> Result<InstallReport, InstallError> {
         let (backend, exes, snap) = self.snapshot(family)?;
         let plan = self.plan(&snap, None, false);
-        self.apply(family, backend, &exes, &snap, plan)
+        let touched = plan.tables.clone();
+        let report = self.apply(family, backend, &exes, &snap, plan)?;
+        self.drop_emptied_tables(family, backend, &exes, &touched)?;
+        Ok(report)
+    }
+
+    /// Delete (nft) the tables among `touched` that are now empty.
+    fn drop_emptied_tables(
+        &self,
+        family: Family,
+        backend: Backend,
+        exes: &Executables,
+        touched: &[Table],
+    ) -> Result<(), InstallError> {
+        if backend != Backend::Nft || touched.is_empty() {
+            return Ok(());
+        }
+        let (_, _, now) = self.snapshot(family)?;
+        let script: String = now
+            .tables
+            .iter()
+            .filter(|(t, saved)| {
+                touched.contains(t) && saved.rules.is_empty() && saved.chains.is_empty() && !saved.strict_policy
+            })
+            .map(|(t, _)| format!("*{t}\nCOMMIT\n"))
+            .collect();
+        if script.is_empty() {
+            return Ok(());
+        }
+        self.executor.run(&exes.restore, &[], Some(&script)).map(|_| ())
     }
 
     /// Like [`uninstall`](Self::uninstall), also removing rules identical to rules of `rules`.
     pub fn uninstall_rules(&self, rules: &RuleSet) -> Result<InstallReport, InstallError> {
         let (backend, exes, snap) = self.snapshot(rules.family())?;
         let plan = self.plan(&snap, Some(rules), false);
-        self.apply(rules.family(), backend, &exes, &snap, plan)
+        let touched = plan.tables.clone();
+        let report = self.apply(rules.family(), backend, &exes, &snap, plan)?;
+        self.drop_emptied_tables(rules.family(), backend, &exes, &touched)?;
+        Ok(report)
     }
 
     fn owned_chains(&self, snap: &Snapshot, rules: Option<&RuleSet>, table: Table) -> BTreeSet<String> {

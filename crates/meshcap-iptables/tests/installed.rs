@@ -1,0 +1,332 @@
+//! Privileged tests (root, iptables, `ip netns`): the installer against a real kernel in throwaway
+//! namespaces. Installing into a fresh namespace reproduces Kuma's debian-12 `iptables-save` goldens;
+//! install is idempotent, verify sees drift, uninstall removes only ours, and a failing install puts
+//! the previous state back.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{kuma_ref, normalize_save, read};
+use meshcap_iptables::{
+    Backend, ChainName, Config, Drift, Executor, Family, InstallError, Installer, Match, RetryPolicy, Rule, RuleSet,
+    Table, Target,
+};
+use meshcap_testns::{NetNs, privileged};
+
+fn fast() -> RetryPolicy {
+    RetryPolicy {
+        max_retries: 0,
+        sleep_between_retries: Duration::ZERO,
+        ..RetryPolicy::default()
+    }
+}
+
+fn installer(ns: &NetNs) -> Installer {
+    Installer::new(Executor::netns(ns.name())).with_retry(fast())
+}
+
+/// `iptables-save` of the namespace without the `#` banner lines (they carry a timestamp).
+fn save(ns: &NetNs, family: Family) -> String {
+    ns.iptables_save(family == Family::V6)
+        .expect("iptables-save")
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[test]
+fn install_in_fresh_namespace_equals_debian12_goldens() {
+    if !privileged("install_in_fresh_namespace_equals_debian12_goldens") {
+        return;
+    }
+    let Some(dir) = kuma_ref("install_in_fresh_namespace_equals_debian12_goldens") else {
+        return;
+    };
+    let dir = dir.join("container-iptables-save");
+    for (stem, config) in [
+        ("default", Config::default()),
+        ("with-multiple-flags", common::with_multiple_flags()),
+        ("with-multiple-config-flags", common::with_multiple_config_flags()),
+    ] {
+        let ns = NetNs::new("ipt").unwrap();
+        let inst = installer(&ns);
+        assert_eq!(
+            inst.detect_backend().unwrap(),
+            Backend::Nft,
+            "this host's iptables is nft"
+        );
+        for (family, tool) in [(Family::V4, "iptables"), (Family::V6, "ip6tables")] {
+            let rules = RuleSet::build(&config, family);
+            let report = inst.install(&rules).unwrap();
+            assert_eq!(report.added_rules, rules.rule_count());
+            let golden = read(dir.join(format!("debian-12-{stem}.{tool}.golden")));
+            let first = save(&ns, family);
+            assert_eq!(normalize_save(&first), golden, "{stem} {tool}");
+            assert!(inst.verify(&rules).unwrap().is_clean(), "{stem} {tool}");
+            // Installing again changes nothing.
+            let again = inst.install(&rules).unwrap();
+            assert!(again.removed_rules > 0 && again.removed_chains == 4, "{again:?}");
+            assert_eq!(save(&ns, family), first, "{stem} {tool}: second install");
+            // Uninstall leaves nothing of ours (and no table we emptied).
+            inst.uninstall(family).unwrap();
+            assert_eq!(save(&ns, family), "", "{stem} {tool}: after uninstall");
+        }
+    }
+}
+
+/// Docker- and kube-proxy-like state in nat and filter (both families where it applies).
+const FOREIGN_V4: &str = "*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:DOCKER - [0:0]
+:DOCKER-ISOLATION-STAGE-1 - [0:0]
+:DOCKER-USER - [0:0]
+:KUBE-FIREWALL - [0:0]
+:KUBE-SERVICES - [0:0]
+-A INPUT -j KUBE-FIREWALL
+-A FORWARD -j DOCKER-USER
+-A FORWARD -j DOCKER-ISOLATION-STAGE-1
+-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -o docker0 -j DOCKER
+-A FORWARD -i docker0 ! -o docker0 -j ACCEPT
+-A OUTPUT -m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES
+-A DOCKER-ISOLATION-STAGE-1 -j RETURN
+-A DOCKER-USER -j RETURN
+-A KUBE-FIREWALL ! -s 127.0.0.0/8 -d 127.0.0.0/8 -m comment --comment \"block incoming localnet connections\" -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:DOCKER - [0:0]
+:KUBE-MARK-MASQ - [0:0]
+:KUBE-POSTROUTING - [0:0]
+:KUBE-SEP-AAAA - [0:0]
+:KUBE-SERVICES - [0:0]
+:KUBE-SVC-BBBB - [0:0]
+-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES
+-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
+-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING
+-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
+-A DOCKER -i docker0 -j RETURN
+-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000
+-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
+-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0
+-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully
+-A KUBE-SEP-AAAA -s 10.244.0.5/32 -m comment --comment \"default/web\" -j KUBE-MARK-MASQ
+-A KUBE-SEP-AAAA -p tcp -m comment --comment \"default/web\" -m tcp -j DNAT --to-destination 10.244.0.5:8080
+-A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment \"default/web cluster IP\" -m tcp --dport 80 -j KUBE-SVC-BBBB
+-A KUBE-SVC-BBBB -m comment --comment \"default/web -> 10.244.0.5:8080\" -m statistic --mode random --probability 0.50000000000 -j KUBE-SEP-AAAA
+COMMIT
+";
+
+const FOREIGN_V6: &str = "*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:KUBE-FORWARD - [0:0]
+-A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD
+-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:KUBE-SERVICES - [0:0]
+-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES
+-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES
+-A KUBE-SERVICES -d fd00:96::10/128 -p tcp -m comment --comment \"default/web cluster IP\" -m tcp --dport 80 -j RETURN
+COMMIT
+";
+
+fn preload(ns: &NetNs) {
+    for (tool, text) in [("iptables-restore", FOREIGN_V4), ("ip6tables-restore", FOREIGN_V6)] {
+        let mut child = ns
+            .command(tool)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("restore");
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "{tool} of the foreign rules");
+    }
+}
+
+#[test]
+fn foreign_rules_survive_install_and_uninstall_byte_identical() {
+    if !privileged("foreign_rules_survive_install_and_uninstall_byte_identical") {
+        return;
+    }
+    for config in [Config::default(), common::with_multiple_flags()] {
+        let ns = NetNs::new("ipt").unwrap();
+        preload(&ns);
+        let before = [save(&ns, Family::V4), save(&ns, Family::V6)];
+        assert!(before[0].contains("KUBE-SVC-BBBB") && before[1].contains("KUBE-FORWARD"));
+        let inst = installer(&ns);
+        for family in Family::ALL {
+            let rules = RuleSet::build(&config, family);
+            inst.install(&rules).unwrap();
+            inst.install(&rules).unwrap();
+            let report = inst.verify(&rules).unwrap();
+            assert!(report.is_clean(), "{report}");
+            let during = save(&ns, family);
+            assert!(during.contains(":KUMA_MESH_OUTBOUND - [0:0]"));
+            // Our OUTPUT rules come after kube-proxy's appended jump unless they are inserts.
+            assert!(during.contains("-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"));
+        }
+        for family in Family::ALL {
+            inst.uninstall(family).unwrap();
+        }
+        assert_eq!(save(&ns, Family::V4), before[0]);
+        assert_eq!(save(&ns, Family::V6), before[1]);
+    }
+}
+
+#[test]
+fn failing_install_restores_the_previous_state_and_says_why() {
+    if !privileged("failing_install_restores_the_previous_state_and_says_why") {
+        return;
+    }
+    let ns = NetNs::new("ipt").unwrap();
+    preload(&ns);
+    let inst = installer(&ns);
+    inst.install(&RuleSet::build(&Config::default(), Family::V4)).unwrap();
+    let before = save(&ns, Family::V4);
+    // A rule set whose raw table applies (a table that did not exist before) but whose nat table the
+    // kernel rejects: CT is only valid in raw.
+    let mut bad = RuleSet::build(&common::with_multiple_flags(), Family::V4);
+    assert!(bad.table(Table::Raw).is_some());
+    let ct_in_nat = Rule::builder()
+        .matching(Match::tcp())
+        .target(Target::CtZone(3))
+        .build()
+        .unwrap();
+    bad.append(Table::Nat, &ChainName::new("OUTPUT").unwrap(), ct_in_nat)
+        .unwrap();
+    let err = inst.install(&bad).unwrap_err();
+    let InstallError::Apply {
+        ref command,
+        line,
+        ref input,
+        ref stderr,
+        attempts,
+        ..
+    } = err
+    else {
+        panic!("expected an apply error, got {err:?}");
+    };
+    assert_eq!(attempts, 1);
+    assert!(command.contains("iptables-nft-restore --noflush"), "{command}");
+    assert!(stderr.contains("line"), "{stderr}");
+    assert!(line.is_some(), "{err}");
+    assert_eq!(input.as_deref(), Some("-A OUTPUT -p tcp -j CT --zone 3"), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("CT --zone 3") && message.contains("iptables-nft-restore"),
+        "{message}"
+    );
+    assert_eq!(
+        save(&ns, Family::V4),
+        before,
+        "the previous rules are back, byte for byte"
+    );
+    // The previous installation is intact.
+    assert!(
+        inst.verify(&RuleSet::build(&Config::default(), Family::V4))
+            .unwrap()
+            .is_clean()
+    );
+}
+
+#[test]
+fn verify_reports_drift() {
+    if !privileged("verify_reports_drift") {
+        return;
+    }
+    let ns = NetNs::new("ipt").unwrap();
+    let inst = installer(&ns);
+    let config = Config::builder().exclude_inbound_ports("22").unwrap().build().unwrap();
+    let rules = RuleSet::build(&config, Family::V4);
+    inst.install(&rules).unwrap();
+    assert!(inst.verify(&rules).unwrap().is_clean());
+    // Someone deletes one rule and adds one to our chain.
+    ns.run(["iptables", "-t", "nat", "-D", "KUMA_MESH_INBOUND", "1"])
+        .unwrap();
+    ns.run([
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "KUMA_MESH_OUTBOUND",
+        "-p",
+        "udp",
+        "-j",
+        "RETURN",
+    ])
+    .unwrap();
+    let report = inst.verify(&rules).unwrap();
+    assert!(!report.is_clean());
+    let text = report.to_string();
+    assert!(
+        report
+            .drifts()
+            .iter()
+            .any(|d| matches!(d, Drift::MissingRule { chain, rule, .. }
+            if chain == "KUMA_MESH_INBOUND" && rule.contains("--dport 22"))),
+        "{text}"
+    );
+    assert!(
+        report
+            .drifts()
+            .iter()
+            .any(|d| matches!(d, Drift::UnexpectedRule { chain, rule, .. }
+            if chain == "KUMA_MESH_OUTBOUND" && rule == "-p udp -j RETURN")),
+        "{text}"
+    );
+    assert!(text.contains("missing rule in nat/KUMA_MESH_INBOUND"), "{text}");
+    // A fresh install repairs it.
+    inst.install(&rules).unwrap();
+    assert!(inst.verify(&rules).unwrap().is_clean());
+    // Uninstalled: every chain is reported missing.
+    inst.uninstall(Family::V4).unwrap();
+    let report = inst.verify(&rules).unwrap();
+    assert_eq!(
+        report
+            .drifts()
+            .iter()
+            .filter(|d| matches!(d, Drift::MissingChain { .. }))
+            .count(),
+        4,
+        "{report}"
+    );
+}
+
+#[test]
+fn comments_disabled_install_is_still_idempotent() {
+    if !privileged("comments_disabled_install_is_still_idempotent") {
+        return;
+    }
+    let ns = NetNs::new("ipt").unwrap();
+    let inst = installer(&ns);
+    let config = Config::builder()
+        .disable_comments(true)
+        .capture_all_dns()
+        .build()
+        .unwrap();
+    let rules = RuleSet::build(&config, Family::V4);
+    inst.install(&rules).unwrap();
+    let first = save(&ns, Family::V4);
+    assert!(!first.contains("--comment"));
+    inst.install(&rules).unwrap();
+    assert_eq!(save(&ns, Family::V4), first);
+    // Without comments the DNS REDIRECT is only found by comparing with the model.
+    inst.uninstall_rules(&rules).unwrap();
+    assert_eq!(save(&ns, Family::V4), "");
+}
