@@ -62,10 +62,11 @@ pub fn normalize_dry_run(text: &str) -> String {
             let cut = if line[cut..].starts_with(' ') { cut + 1 } else { cut };
             line.replace_range(i..cut, "");
         }
-        if line.starts_with("-I OUTPUT ") && line.contains(" -p udp --dport 53 -m owner --uid-owner ") {
-            if let Some(i) = line.rfind(" -j ") {
-                line.replace_range(i + 4.., "dnsJumpTargetPlaceholder");
-            }
+        if line.starts_with("-I OUTPUT ")
+            && line.contains(" -p udp --dport 53 -m owner --uid-owner ")
+            && let Some(i) = line.rfind(" -j ")
+        {
+            line.replace_range(i + 4.., "dnsJumpTargetPlaceholder");
         }
         out.push_str(&line);
         out.push('\n');
