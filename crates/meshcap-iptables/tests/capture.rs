@@ -45,7 +45,15 @@ fn connect_from(ns: &NetNs, to: SocketAddr) {
 fn connect_as_kuma_dp(ns: &NetNs, host: &str, port: u16) {
     let script = format!("exec 3<>/dev/tcp/{host}/{port}");
     let status = Command::new("ip")
-        .args(["netns", "exec", ns.name(), "setpriv", "--reuid=5678", "--regid=5678", "--clear-groups"])
+        .args([
+            "netns",
+            "exec",
+            ns.name(),
+            "setpriv",
+            "--reuid=5678",
+            "--regid=5678",
+            "--clear-groups",
+        ])
         .args(["bash", "-c", &script])
         .status()
         .expect("setpriv");
@@ -61,7 +69,11 @@ fn traffic_lands_on_the_proxy_listeners() {
         assert!(meshcap_testns::have_program(program), "{program} is needed");
     }
     let pair = PodPair::new("ipt").unwrap();
-    let config = Config::builder().exclude_outbound_ports("9090").unwrap().build().unwrap();
+    let config = Config::builder()
+        .exclude_outbound_ports("9090")
+        .unwrap()
+        .build()
+        .unwrap();
     let installer = Installer::new(Executor::netns(pair.pod.name())).with_retry(RetryPolicy {
         max_retries: 0,
         ..RetryPolicy::default()
@@ -85,7 +97,11 @@ fn traffic_lands_on_the_proxy_listeners() {
             expected.name
         );
         for p in all {
-            assert!(std::ptr::eq(p, expected) || !p.took(), "{what}: {} got a connection", p.name);
+            assert!(
+                std::ptr::eq(p, expected) || !p.took(),
+                "{what}: {} got a connection",
+                p.name
+            );
         }
     };
 
@@ -95,7 +111,10 @@ fn traffic_lands_on_the_proxy_listeners() {
         connect_from(&pair.pod, SocketAddr::new(peer_ip, 8080));
         only(&outbound, &format!("pod -> {peer}:8080 is captured"));
         connect_from(&pair.pod, SocketAddr::new(peer_ip, 9090));
-        only(&remote_excluded, &format!("pod -> {peer}:9090 (excluded port) goes direct"));
+        only(
+            &remote_excluded,
+            &format!("pod -> {peer}:9090 (excluded port) goes direct"),
+        );
         connect_as_kuma_dp(&pair.pod, peer, 8080);
         only(&remote, &format!("kuma-dp (uid 5678) -> {peer}:8080 goes direct"));
         connect_from(&pair.peer, SocketAddr::new(pod_ip, 5000));
