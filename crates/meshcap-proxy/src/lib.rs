@@ -4,6 +4,7 @@
 #![deny(missing_docs)]
 
 pub mod access_log;
+pub mod admin;
 pub mod drain;
 pub mod http1;
 pub mod listen;
