@@ -6,6 +6,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod drain;
+pub mod hcm;
 pub mod http1;
 pub mod listen;
 pub mod stats;
