@@ -111,6 +111,31 @@ fn envoy_validates_our_bootstraps() {
     assert!(failures.is_empty(), "envoy rejected:\n{}", failures.join("\n\n"));
 }
 
+#[test]
+fn envoy_validates_the_golden_bootstraps() {
+    let Some(envoy) = require_envoy("envoy_validates_the_golden_bootstraps") else {
+        return;
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("golden dir") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        if name.ends_with(".bootstrap.json") {
+            let text = std::fs::read_to_string(&path).expect("golden");
+            if let Err(e) = validate(&envoy, &name, &text) {
+                panic!("{name}: {e}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "golden bootstraps found: {checked}");
+}
+
 /// The harness can fail: a bootstrap Envoy must reject (the seed with a zero delay, which Kuma would let
 /// through and Envoy NACKs — the reason our model refuses `value: 0s`) is reported as rejected.
 #[test]
