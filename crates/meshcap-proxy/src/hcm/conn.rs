@@ -455,7 +455,7 @@ where
                 .await;
         };
         ex.upstream = Some(addr);
-        let mut up = match inner.pool.checkout(addr) {
+        let up = match inner.pool.checkout(addr) {
             Some(c) => c,
             None => {
                 cs.fields.upstream_rq_pending_active.inc();
@@ -496,26 +496,29 @@ where
             }
         };
         cs.fields.upstream_rq_active.inc();
-        let (outcome, reusable) = self.exchange_with(ex, &mut up, cluster, upgrade, rate_limit).await;
+        let mut slot = Some(up);
+        let outcome = self
+            .exchange_with(ex, &mut slot, cluster, addr, upgrade, rate_limit)
+            .await;
         cs.fields.upstream_rq_active.dec();
-        if reusable {
-            // Clean exchange on a persistent connection: back to the pool.
-            inner.pool.checkin(addr, up);
-        }
         outcome
     }
 
     async fn exchange_with(
         &mut self,
         ex: &mut Exchange<'_>,
-        up: &mut UpstreamConn<C::Stream>,
+        slot: &mut Option<UpstreamConn<C::Stream>>,
         cluster: &Cluster,
+        addr: SocketAddr,
         upgrade: bool,
         rate_limit: Option<u64>,
-    ) -> (Outcome, bool) {
+    ) -> Outcome {
         let inner = self.inner;
         let cfg = &inner.config;
         let cs = &cluster.stats;
+        let Some(up) = slot.as_mut() else {
+            return Outcome::Close;
+        };
         // The request head.
         let mut rid = [0u8; 36];
         let extras = if self.head.has_request_id() {
@@ -537,11 +540,9 @@ where
         let sent_at = Instant::now();
         self.ubuf.clear();
         if write_up(up, &self.out).await.is_err() {
-            return (
-                self.upstream_reset(ex, up, cluster, "connection termination", false)
-                    .await,
-                false,
-            );
+            return self
+                .upstream_reset(ex, up, cluster, "connection termination", false)
+                .await;
         }
 
         // The request body, streamed; an early response from the upstream interrupts it.
@@ -554,11 +555,9 @@ where
                 Ok(Forwarded { bytes, done }) => {
                     ex.rx += bytes;
                     if !self.out.is_empty() && write_up(up, &self.out).await.is_err() {
-                        return (
-                            self.upstream_reset(ex, up, cluster, "connection termination", false)
-                                .await,
-                            false,
-                        );
+                        return self
+                            .upstream_reset(ex, up, cluster, "connection termination", false)
+                            .await;
                     }
                     if done {
                         request_done = true;
@@ -571,11 +570,9 @@ where
                     cs.fields.upstream_rq_tx_reset.inc();
                     inner.stats.hcm.downstream_cx_protocol_error.inc();
                     ex.flags.insert(ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR);
-                    return (
-                        self.local_reply(ex, reply.status, reply.body.as_bytes(), &[], true, reply.details)
-                            .await,
-                        false,
-                    );
+                    return self
+                        .local_reply(ex, reply.status, reply.body.as_bytes(), &[], true, reply.details)
+                        .await;
                 }
             }
             // Need more: client bytes, or an early response / close from the upstream.
@@ -590,7 +587,7 @@ where
             })
             .await;
             match step {
-                None => return (self.stream_timeout(ex).await, false),
+                None => return self.stream_timeout(ex).await,
                 Some(Step::Client(Ok(0) | Err(_))) => {
                     // The client went away mid-body.
                     inner.stats.hcm.downstream_rq_rx_reset.inc();
@@ -598,7 +595,7 @@ where
                     cs.fields.upstream_rq_tx_reset.inc();
                     ex.flags.insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
                     self.finish(ex);
-                    return (Outcome::ClientGone, false);
+                    return Outcome::ClientGone;
                 }
                 Some(Step::Client(Ok(n))) => inner.stats.hcm.downstream_cx_rx_bytes_total.add(n as u64),
                 Some(Step::Upstream(Ok(n))) if n > 0 => {
@@ -608,11 +605,9 @@ where
                 }
                 Some(Step::Upstream(_)) => {
                     up.closed_by_remote = true;
-                    return (
-                        self.upstream_reset(ex, up, cluster, "connection termination", false)
-                            .await,
-                        false,
-                    );
+                    return self
+                        .upstream_reset(ex, up, cluster, "connection termination", false)
+                        .await;
                 }
             }
         }
@@ -631,24 +626,19 @@ where
                     Err(_) => {
                         cs.fields.upstream_cx_protocol_error.inc();
                         ex.flags.insert(ResponseFlags::UPSTREAM_PROTOCOL_ERROR);
-                        return (
-                            self.upstream_reset(ex, up, cluster, "protocol error", true).await,
-                            false,
-                        );
+                        return self.upstream_reset(ex, up, cluster, "protocol error", true).await;
                     }
                 }
             }
             Self::reserve(&mut self.ubuf, cfg.buffer_size);
             match timed(cfg.stream_idle_timeout, up.io.read_buf(&mut self.ubuf)).await {
-                None => return (self.stream_timeout(ex).await, false),
+                None => return self.stream_timeout(ex).await,
                 Some(Ok(n)) if n > 0 => cs.fields.upstream_cx_rx_bytes_total.add(n as u64),
                 Some(_) => {
                     up.closed_by_remote = true;
-                    return (
-                        self.upstream_reset(ex, up, cluster, "connection termination", false)
-                            .await,
-                        false,
-                    );
+                    return self
+                        .upstream_reset(ex, up, cluster, "connection termination", false)
+                        .await;
                 }
             }
         };
@@ -662,7 +652,7 @@ where
 
         // Upgrade accepted by the upstream: hand both connections to an L4 copy.
         if upgrade && status == 101 {
-            return (self.upgrade(ex, up).await, false);
+            return self.upgrade(ex, up).await;
         }
 
         let chunked_out = self.resp.forward_chunked();
@@ -684,11 +674,31 @@ where
         let mut pacer = rate_limit.map(Pacer::new);
         let mut rbody = ResponseBody::new(self.resp.framing(), &cfg.limits);
         let mut client_ok = true;
-        let mut upstream_clean = true;
+        let upstream_clean = true;
         loop {
             match rbody.forward(&mut self.ubuf, &mut self.out, chunked_out) {
                 Ok(Forwarded { bytes, done }) => {
                     ex.tx += bytes;
+                    if done
+                        && upstream_clean
+                        && request_done
+                        && !early
+                        && self.resp.keep_alive()
+                        && self.ubuf.is_empty()
+                    {
+                        // A clean exchange on a persistent connection: back to the pool before the
+                        // client sees the end of the response (so its next request finds it).
+                        if let Some(conn) = slot.take() {
+                            inner.pool.checkin(addr, conn);
+                        }
+                        if let Some(p) = pacer.as_mut() {
+                            p.wait(bytes).await;
+                        }
+                        if self.flush_out_to_client().await.is_err() {
+                            client_ok = false;
+                        }
+                        break;
+                    }
                     if !self.out.is_empty() {
                         if let Some(p) = pacer.as_mut() {
                             p.wait(bytes).await;
@@ -708,7 +718,6 @@ where
                     let _ = self.flush_out_to_client().await;
                     cs.fields.upstream_cx_protocol_error.inc();
                     ex.flags.insert(ResponseFlags::UPSTREAM_PROTOCOL_ERROR);
-                    upstream_clean = false;
                     break;
                 }
             }
@@ -717,7 +726,6 @@ where
                 None => {
                     inner.stats.hcm.downstream_rq_idle_timeout.inc();
                     ex.flags.insert(ResponseFlags::STREAM_IDLE_TIMEOUT);
-                    upstream_clean = false;
                     break;
                 }
                 Some(Ok(n)) if n > 0 => cs.fields.upstream_cx_rx_bytes_total.add(n as u64),
@@ -732,13 +740,11 @@ where
                         if self.flush_out_to_client().await.is_err() {
                             client_ok = false;
                         }
-                        upstream_clean = false; // cannot be reused
                         rbody.done = true;
                     } else {
                         // Truncated body: the upstream reset mid-response.
                         cs.fields.upstream_rq_rx_reset.inc();
                         ex.flags.insert(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION);
-                        upstream_clean = false;
                     }
                     break;
                 }
@@ -747,17 +753,14 @@ where
         let complete = rbody.done && client_ok;
         cs.fields.upstream_rq_completed.inc();
         cs.external_upstream_rq_completed.inc();
-        let reusable =
-            complete && upstream_clean && request_done && !early && self.resp.keep_alive() && self.ubuf.is_empty();
         self.finish(ex);
-        let outcome = if !client_ok {
+        if !client_ok {
             Outcome::ClientGone
         } else if !complete || close {
             Outcome::Close
         } else {
             Outcome::KeepAlive
-        };
-        (outcome, reusable)
+        }
     }
 
     /// The upstream reset before the response started: Envoy's 503/502 local reply.
