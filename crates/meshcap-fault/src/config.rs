@@ -1,0 +1,866 @@
+//! The filter configuration: `envoy.extensions.filters.http.fault.v3.HTTPFault` read from its JSON form
+//! with Envoy's validation.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::num::NonZeroU64;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::{ConfigError, ConfigErrorKind};
+use crate::json::{
+    self, Json, boolean, child, duration, field_of, index, object, repeated, string, uint32, uint32_wrapper, uint64,
+    unknown_field,
+};
+use crate::matcher::HeaderMatcher;
+use crate::random::Random;
+
+/// The denominator of a [`FractionalPercent`] (`envoy.type.v3.FractionalPercent.DenominatorType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Denominator {
+    /// 100 (the proto default).
+    #[default]
+    Hundred,
+    /// 10,000.
+    TenThousand,
+    /// 1,000,000.
+    Million,
+}
+
+impl Denominator {
+    /// The denominator as a number.
+    pub const fn value(self) -> u64 {
+        match self {
+            Denominator::Hundred => 100,
+            Denominator::TenThousand => 10_000,
+            Denominator::Million => 1_000_000,
+        }
+    }
+
+    /// The proto enum name (`HUNDRED`, `TEN_THOUSAND`, `MILLION`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Denominator::Hundred => "HUNDRED",
+            Denominator::TenThousand => "TEN_THOUSAND",
+            Denominator::Million => "MILLION",
+        }
+    }
+
+    fn parse(value: &Json, path: &str) -> Result<Denominator, ConfigError> {
+        let unknown = |v: String| ConfigError::new(path, ConfigErrorKind::UnknownEnumValue(v));
+        match value {
+            Json::String(s) => {
+                // Envoy's JSON parser reads enum names case-insensitively.
+                [Denominator::Hundred, Denominator::TenThousand, Denominator::Million]
+                    .into_iter()
+                    .find(|d| d.name().eq_ignore_ascii_case(s))
+                    .ok_or_else(|| unknown(s.clone()))
+            }
+            Json::Number(_) => match json::int64(value, path)? {
+                0 => Ok(Denominator::Hundred),
+                1 => Ok(Denominator::TenThousand),
+                2 => Ok(Denominator::Million),
+                n => Err(unknown(n.to_string())),
+            },
+            other => Err(ConfigError::new(
+                path,
+                ConfigErrorKind::WrongType {
+                    expected: "enum DenominatorType",
+                    found: other.describe(),
+                },
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Denominator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A fraction of requests (`envoy.type.v3.FractionalPercent`): `numerator / denominator`.
+///
+/// Sampling follows Envoy: draw a fresh random `u64` and enable when `random % denominator < numerator`,
+/// so a numerator at or above the denominator always fires and 0 never does.
+///
+/// ```
+/// use meshcap_fault::{Denominator, FastRng, FractionalPercent};
+///
+/// let half_percent = FractionalPercent::new(50, Denominator::TenThousand);
+/// assert_eq!(half_percent.to_string(), "50/TEN_THOUSAND");
+/// let mut rng = FastRng::seed_from_u64(1);
+/// let fired = (0..100_000).filter(|_| half_percent.sample(&mut rng)).count();
+/// assert!((400..600).contains(&fired));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FractionalPercent {
+    numerator: u32,
+    denominator: Denominator,
+}
+
+impl FractionalPercent {
+    /// `numerator / denominator`.
+    pub const fn new(numerator: u32, denominator: Denominator) -> FractionalPercent {
+        FractionalPercent { numerator, denominator }
+    }
+
+    /// The numerator.
+    pub const fn numerator(self) -> u32 {
+        self.numerator
+    }
+
+    /// The denominator.
+    pub const fn denominator(self) -> Denominator {
+        self.denominator
+    }
+
+    /// Whether this percentage can never fire (numerator 0).
+    pub const fn is_never(self) -> bool {
+        self.numerator == 0
+    }
+
+    /// Whether `random` (one uniformly drawn value) falls inside the fraction: `random % denominator <
+    /// numerator`.
+    pub const fn contains(self, random: u64) -> bool {
+        random % self.denominator.value() < self.numerator as u64
+    }
+
+    /// Draw one value from `rng` and test it with [`FractionalPercent::contains`].
+    pub fn sample<R: Random + ?Sized>(self, rng: &mut R) -> bool {
+        self.contains(rng.next_u64())
+    }
+
+    /// The same denominator with the numerator capped at `cap` (how a `*-percentage` request header is
+    /// applied: it can lower the configured numerator, never raise it).
+    pub fn capped(self, cap: u32) -> FractionalPercent {
+        FractionalPercent {
+            numerator: self.numerator.min(cap),
+            denominator: self.denominator,
+        }
+    }
+
+    fn parse(value: &Json, path: &str, into: &mut FractionalPercent) -> Result<(), ConfigError> {
+        for (key, v) in object(value, path)? {
+            match field_of(key, &["numerator", "denominator"]) {
+                _ if matches!(v, Json::Null) => {}
+                Some("numerator") => into.numerator = uint32(v, &child(path, "numerator"))?,
+                Some(_) => into.denominator = Denominator::parse(v, &child(path, "denominator"))?,
+                None => return Err(unknown_field(path, key)),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for FractionalPercent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.numerator, self.denominator)
+    }
+}
+
+/// Where an abort's status comes from (`FaultAbort.error_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum AbortKind {
+    /// `http_status`: a fixed HTTP status in `[200, 600)`.
+    Http(u16),
+    /// `grpc_status`: a fixed gRPC status (not range checked, like Envoy); the HTTP status becomes 200.
+    Grpc(u32),
+    /// `header_abort`: the status comes from `x-envoy-fault-abort-request` or
+    /// `x-envoy-fault-abort-grpc-request`; a request without them is not aborted.
+    Header,
+}
+
+/// The `abort` section: which status, for which fraction of requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FaultAbort {
+    kind: AbortKind,
+    percentage: FractionalPercent,
+}
+
+impl FaultAbort {
+    /// An abort with HTTP `status` for `percentage` of requests.
+    ///
+    /// # Errors
+    /// A status outside `[200, 600)`, as Envoy's validation rejects it.
+    pub fn http(status: u16, percentage: FractionalPercent) -> Result<FaultAbort, ConfigError> {
+        check_http_status(u64::from(status), "abort.http_status")?;
+        Ok(FaultAbort {
+            kind: AbortKind::Http(status),
+            percentage,
+        })
+    }
+
+    /// An abort with gRPC `status` for `percentage` of requests.
+    pub fn grpc(status: u32, percentage: FractionalPercent) -> FaultAbort {
+        FaultAbort {
+            kind: AbortKind::Grpc(status),
+            percentage,
+        }
+    }
+
+    /// An abort whose status the request headers choose, for at most `percentage` of requests.
+    pub fn from_headers(percentage: FractionalPercent) -> FaultAbort {
+        FaultAbort {
+            kind: AbortKind::Header,
+            percentage,
+        }
+    }
+
+    /// Where the status comes from.
+    pub fn kind(&self) -> AbortKind {
+        self.kind
+    }
+
+    /// The configured percentage (omitted in the config means 0 %, i.e. never).
+    pub fn percentage(&self) -> FractionalPercent {
+        self.percentage
+    }
+}
+
+/// Where a delay's duration comes from (`FaultDelay.fault_delay_secifier`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DelayKind {
+    /// `fixed_delay` (> 0; Envoy truncates it to whole milliseconds when injecting).
+    Fixed(Duration),
+    /// `header_delay`: the delay comes from `x-envoy-fault-delay-request` (milliseconds).
+    Header,
+}
+
+/// The `delay` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FaultDelay {
+    kind: DelayKind,
+    percentage: FractionalPercent,
+}
+
+impl FaultDelay {
+    /// A fixed delay for `percentage` of requests.
+    ///
+    /// # Errors
+    /// A zero delay (Envoy: "value must be greater than 0s").
+    pub fn fixed(delay: Duration, percentage: FractionalPercent) -> Result<FaultDelay, ConfigError> {
+        if delay.is_zero() {
+            return Err(zero_delay("delay.fixed_delay"));
+        }
+        Ok(FaultDelay {
+            kind: DelayKind::Fixed(delay),
+            percentage,
+        })
+    }
+
+    /// A delay the request headers choose, for at most `percentage` of requests.
+    pub fn from_headers(percentage: FractionalPercent) -> FaultDelay {
+        FaultDelay {
+            kind: DelayKind::Header,
+            percentage,
+        }
+    }
+
+    /// Where the duration comes from.
+    pub fn kind(&self) -> DelayKind {
+        self.kind
+    }
+
+    /// The configured percentage.
+    pub fn percentage(&self) -> FractionalPercent {
+        self.percentage
+    }
+}
+
+/// Where a response rate limit comes from (`FaultRateLimit.limit_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RateLimitKind {
+    /// `fixed_limit.limit_kbps` (KiB/s, at least 1).
+    Fixed(NonZeroU64),
+    /// `header_limit`: the rate comes from `x-envoy-fault-throughput-response`.
+    Header,
+}
+
+/// The `response_rate_limit` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FaultRateLimit {
+    kind: RateLimitKind,
+    percentage: FractionalPercent,
+}
+
+impl FaultRateLimit {
+    /// A fixed limit of `kbps` KiB/s for `percentage` of requests.
+    pub fn fixed(kbps: NonZeroU64, percentage: FractionalPercent) -> FaultRateLimit {
+        FaultRateLimit {
+            kind: RateLimitKind::Fixed(kbps),
+            percentage,
+        }
+    }
+
+    /// A limit the request headers choose, for at most `percentage` of requests.
+    pub fn from_headers(percentage: FractionalPercent) -> FaultRateLimit {
+        FaultRateLimit {
+            kind: RateLimitKind::Header,
+            percentage,
+        }
+    }
+
+    /// Where the rate comes from.
+    pub fn kind(&self) -> RateLimitKind {
+        self.kind
+    }
+
+    /// The configured percentage.
+    pub fn percentage(&self) -> FractionalPercent {
+        self.percentage
+    }
+}
+
+/// The runtime keys a filter consults (the `*_runtime` fields, with Envoy's defaults).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RuntimeKeys {
+    delay_percent: String,
+    abort_percent: String,
+    delay_duration: String,
+    abort_http_status: String,
+    max_active_faults: String,
+    response_rate_limit_percent: String,
+    abort_grpc_status: String,
+}
+
+impl Default for RuntimeKeys {
+    fn default() -> RuntimeKeys {
+        RuntimeKeys {
+            delay_percent: "fault.http.delay.fixed_delay_percent".into(),
+            abort_percent: "fault.http.abort.abort_percent".into(),
+            delay_duration: "fault.http.delay.fixed_duration_ms".into(),
+            abort_http_status: "fault.http.abort.http_status".into(),
+            max_active_faults: "fault.http.max_active_faults".into(),
+            response_rate_limit_percent: "fault.http.rate_limit.response_percent".into(),
+            abort_grpc_status: "fault.http.abort.grpc_status".into(),
+        }
+    }
+}
+
+impl RuntimeKeys {
+    /// `delay_percent_runtime` (default `fault.http.delay.fixed_delay_percent`).
+    pub fn delay_percent(&self) -> &str {
+        &self.delay_percent
+    }
+    /// `abort_percent_runtime` (default `fault.http.abort.abort_percent`).
+    pub fn abort_percent(&self) -> &str {
+        &self.abort_percent
+    }
+    /// `delay_duration_runtime` (default `fault.http.delay.fixed_duration_ms`).
+    pub fn delay_duration(&self) -> &str {
+        &self.delay_duration
+    }
+    /// `abort_http_status_runtime` (default `fault.http.abort.http_status`).
+    pub fn abort_http_status(&self) -> &str {
+        &self.abort_http_status
+    }
+    /// `max_active_faults_runtime` (default `fault.http.max_active_faults`).
+    pub fn max_active_faults(&self) -> &str {
+        &self.max_active_faults
+    }
+    /// `response_rate_limit_percent_runtime` (default `fault.http.rate_limit.response_percent`).
+    pub fn response_rate_limit_percent(&self) -> &str {
+        &self.response_rate_limit_percent
+    }
+    /// `abort_grpc_status_runtime` (default `fault.http.abort.grpc_status`).
+    pub fn abort_grpc_status(&self) -> &str {
+        &self.abort_grpc_status
+    }
+}
+
+/// One fault filter configuration (`HTTPFault`), at listener level or as a per-route override.
+///
+/// Build it from Envoy's JSON with [`FaultConfig::from_json`] / [`FaultConfig::from_value`], which accept
+/// the bare message, the `typed_config` form with `@type`, and a `TypedStruct` wrapping it; field names
+/// may be snake_case or lowerCamelCase. Everything Envoy 1.40 rejects is rejected with a [`ConfigError`]
+/// naming the field; Envoy also accepts a config with neither abort nor delay (it never injects).
+///
+/// ```
+/// use meshcap_fault::{AbortKind, FaultConfig};
+///
+/// let config = FaultConfig::from_json(r#"{
+///     "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+///     "abort": {"http_status": 503, "percentage": {"numerator": 100, "denominator": "HUNDRED"}}
+/// }"#)?;
+/// assert_eq!(config.abort().map(|a| a.kind()), Some(AbortKind::Http(503)));
+/// # Ok::<(), meshcap_fault::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct FaultConfig {
+    delay: Option<FaultDelay>,
+    abort: Option<FaultAbort>,
+    upstream_cluster: String,
+    headers: Vec<HeaderMatcher>,
+    downstream_nodes: HashSet<String>,
+    max_active_faults: Option<u32>,
+    response_rate_limit: Option<FaultRateLimit>,
+    runtime_keys: RuntimeKeys,
+    disable_downstream_cluster_stats: bool,
+    filter_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// The full name of the message, as type URLs end.
+const MESSAGE_NAME: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
+const TYPED_STRUCT_NAMES: [&str; 2] = ["xds.type.v3.TypedStruct", "udpa.type.v1.TypedStruct"];
+
+fn type_name(url: &str) -> &str {
+    url.rsplit_once('/').map_or(url, |(_, name)| name)
+}
+
+fn check_http_status(status: u64, path: &str) -> Result<u16, ConfigError> {
+    match u16::try_from(status) {
+        Ok(s) if (200..600).contains(&s) => Ok(s),
+        _ => Err(ConfigError::new(
+            path,
+            ConfigErrorKind::OutOfRange {
+                value: status.to_string(),
+                range: "[200, 600)",
+            },
+        )),
+    }
+}
+
+fn zero_delay(path: &str) -> ConfigError {
+    ConfigError::new(
+        path,
+        ConfigErrorKind::Constraint {
+            value: "0s".into(),
+            constraint: "must be greater than 0s",
+        },
+    )
+}
+
+fn oneof_required(path: &str, oneof: &'static str, members: &'static str) -> ConfigError {
+    ConfigError::new(path, ConfigErrorKind::OneofRequired { oneof, members })
+}
+
+fn set_oneof<T>(slot: &mut Option<T>, value: T, path: &str, oneof: &'static str) -> Result<(), ConfigError> {
+    if slot.is_some() {
+        return Err(ConfigError::new(path, ConfigErrorKind::OneofAlreadySet { oneof }));
+    }
+    *slot = Some(value);
+    Ok(())
+}
+
+/// An empty message such as `header_abort: {}` (no fields allowed).
+fn empty_message(value: &Json, path: &str) -> Result<(), ConfigError> {
+    match object(value, path)?.first() {
+        Some((key, _)) => Err(unknown_field(path, key)),
+        None => Ok(()),
+    }
+}
+
+/// Builders that merge repeated occurrences of a message field, as protobuf's JSON parser does.
+#[derive(Default)]
+struct AbortBuilder {
+    kind: Option<AbortKind>,
+    percentage: FractionalPercent,
+}
+
+#[derive(Default)]
+struct DelayBuilder {
+    kind: Option<DelayKind>,
+    percentage: FractionalPercent,
+}
+
+#[derive(Default)]
+struct RateLimitBuilder {
+    kind: Option<LimitSpec>,
+    percentage: FractionalPercent,
+}
+
+enum LimitSpec {
+    Fixed(u64),
+    Header,
+}
+
+impl AbortBuilder {
+    fn merge(&mut self, value: &Json, path: &str) -> Result<(), ConfigError> {
+        const FIELDS: &[&str] = &["http_status", "grpc_status", "header_abort", "percentage"];
+        for (key, v) in object(value, path)? {
+            let Some(field) = field_of(key, FIELDS) else {
+                return Err(unknown_field(path, key));
+            };
+            if matches!(v, Json::Null) {
+                continue;
+            }
+            let p = child(path, field);
+            match field {
+                "http_status" => {
+                    let status = uint32(v, &p)?;
+                    let status = check_http_status(u64::from(status), &p)?;
+                    set_oneof(&mut self.kind, AbortKind::Http(status), &p, "error_type")?;
+                }
+                "grpc_status" => set_oneof(&mut self.kind, AbortKind::Grpc(uint32(v, &p)?), &p, "error_type")?,
+                "header_abort" => {
+                    empty_message(v, &p)?;
+                    set_oneof(&mut self.kind, AbortKind::Header, &p, "error_type")?;
+                }
+                _ => FractionalPercent::parse(v, &p, &mut self.percentage)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn build(self, path: &str) -> Result<FaultAbort, ConfigError> {
+        let kind = self
+            .kind
+            .ok_or_else(|| oneof_required(path, "error_type", "http_status, grpc_status, header_abort"))?;
+        Ok(FaultAbort {
+            kind,
+            percentage: self.percentage,
+        })
+    }
+}
+
+impl DelayBuilder {
+    fn merge(&mut self, value: &Json, path: &str) -> Result<(), ConfigError> {
+        const FIELDS: &[&str] = &["fixed_delay", "header_delay", "percentage"];
+        for (key, v) in object(value, path)? {
+            let Some(field) = field_of(key, FIELDS) else {
+                return Err(unknown_field(path, key));
+            };
+            if matches!(v, Json::Null) {
+                continue;
+            }
+            let p = child(path, field);
+            match field {
+                "fixed_delay" => {
+                    let d = duration(v, &p)?;
+                    if d.is_zero() {
+                        return Err(zero_delay(&p));
+                    }
+                    set_oneof(&mut self.kind, DelayKind::Fixed(d), &p, "fault_delay_secifier")?;
+                }
+                "header_delay" => {
+                    empty_message(v, &p)?;
+                    set_oneof(&mut self.kind, DelayKind::Header, &p, "fault_delay_secifier")?;
+                }
+                _ => FractionalPercent::parse(v, &p, &mut self.percentage)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn build(self, path: &str) -> Result<FaultDelay, ConfigError> {
+        let kind = self
+            .kind
+            .ok_or_else(|| oneof_required(path, "fault_delay_secifier", "fixed_delay, header_delay"))?;
+        Ok(FaultDelay {
+            kind,
+            percentage: self.percentage,
+        })
+    }
+}
+
+impl RateLimitBuilder {
+    fn merge(&mut self, value: &Json, path: &str) -> Result<(), ConfigError> {
+        const FIELDS: &[&str] = &["fixed_limit", "header_limit", "percentage"];
+        for (key, v) in object(value, path)? {
+            let Some(field) = field_of(key, FIELDS) else {
+                return Err(unknown_field(path, key));
+            };
+            if matches!(v, Json::Null) {
+                continue;
+            }
+            let p = child(path, field);
+            match field {
+                "fixed_limit" => {
+                    let mut kbps = 0;
+                    for (k, lv) in object(v, &p)? {
+                        match field_of(k, &["limit_kbps"]) {
+                            _ if matches!(lv, Json::Null) => {}
+                            Some(_) => kbps = uint64(lv, &child(&p, "limit_kbps"))?,
+                            None => return Err(unknown_field(&p, k)),
+                        }
+                    }
+                    set_oneof(&mut self.kind, LimitSpec::Fixed(kbps), &p, "limit_type")?;
+                }
+                "header_limit" => {
+                    empty_message(v, &p)?;
+                    set_oneof(&mut self.kind, LimitSpec::Header, &p, "limit_type")?;
+                }
+                _ => FractionalPercent::parse(v, &p, &mut self.percentage)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn build(self, path: &str) -> Result<FaultRateLimit, ConfigError> {
+        let kind = match self.kind {
+            None => return Err(oneof_required(path, "limit_type", "fixed_limit, header_limit")),
+            Some(LimitSpec::Header) => RateLimitKind::Header,
+            Some(LimitSpec::Fixed(kbps)) => RateLimitKind::Fixed(NonZeroU64::new(kbps).ok_or_else(|| {
+                ConfigError::new(
+                    child(path, "fixed_limit.limit_kbps"),
+                    ConfigErrorKind::Constraint {
+                        value: "0".into(),
+                        constraint: "must be greater than or equal to 1",
+                    },
+                )
+            })?),
+        };
+        Ok(FaultRateLimit {
+            kind,
+            percentage: self.percentage,
+        })
+    }
+}
+
+impl FaultConfig {
+    /// The type URL of the message (`typed_config["@type"]`).
+    pub const TYPE_URL: &'static str = "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault";
+
+    /// A configuration with nothing configured (never injects); use the `with_*` methods or
+    /// [`FaultConfig::from_json`] to fill it.
+    pub fn new() -> FaultConfig {
+        FaultConfig::default()
+    }
+
+    /// Parse Envoy's JSON: the bare `HTTPFault` message, the `typed_config` object with
+    /// `"@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"`, or a
+    /// `TypedStruct` (`xds.type.v3` / `udpa.type.v1`) carrying it.
+    ///
+    /// # Errors
+    /// Invalid JSON, or anything Envoy's own parser and validation reject, naming the field.
+    pub fn from_json(text: &str) -> Result<FaultConfig, ConfigError> {
+        FaultConfig::from_any(&Json::parse(text)?)
+    }
+
+    /// Like [`FaultConfig::from_json`], from an already parsed `serde_json::Value` (for example the
+    /// `typed_config` of a filter inside a larger bootstrap).
+    ///
+    /// # Errors
+    /// As [`FaultConfig::from_json`].
+    pub fn from_value(value: &serde_json::Value) -> Result<FaultConfig, ConfigError> {
+        FaultConfig::from_any(&Json::from_value(value)?)
+    }
+
+    fn from_any(json: &Json) -> Result<FaultConfig, ConfigError> {
+        let entries = object(json, "")?;
+        let type_url = entries.iter().rev().find(|(k, _)| k == "@type").map(|(_, v)| v);
+        let Some(type_url) = type_url else {
+            return FaultConfig::parse_message(entries, "");
+        };
+        let url = string(type_url, "@type")?;
+        let message: Vec<(String, Json)> = entries.iter().filter(|(k, _)| k != "@type").cloned().collect();
+        match type_name(&url) {
+            MESSAGE_NAME => FaultConfig::parse_message(&message, ""),
+            name if TYPED_STRUCT_NAMES.contains(&name) => {
+                let mut inner_url = None;
+                let mut value = None;
+                for (key, v) in &message {
+                    match field_of(key, &["type_url", "value"]) {
+                        Some("type_url") => inner_url = Some(string(v, "type_url")?),
+                        Some(_) => value = Some(v),
+                        None => return Err(unknown_field("", key)),
+                    }
+                }
+                let inner_url = inner_url.unwrap_or_default();
+                if type_name(&inner_url) != MESSAGE_NAME {
+                    return Err(ConfigError::new("type_url", ConfigErrorKind::TypeUrl(inner_url)));
+                }
+                match value {
+                    None | Some(Json::Null) => Ok(FaultConfig::default()),
+                    Some(v) => FaultConfig::parse_message(object(v, "value")?, "value"),
+                }
+            }
+            _ => Err(ConfigError::new("@type", ConfigErrorKind::TypeUrl(url))),
+        }
+    }
+
+    fn parse_message(entries: &[(String, Json)], path: &str) -> Result<FaultConfig, ConfigError> {
+        const FIELDS: &[&str] = &[
+            "delay",
+            "abort",
+            "upstream_cluster",
+            "headers",
+            "downstream_nodes",
+            "max_active_faults",
+            "response_rate_limit",
+            "delay_percent_runtime",
+            "abort_percent_runtime",
+            "delay_duration_runtime",
+            "abort_http_status_runtime",
+            "max_active_faults_runtime",
+            "response_rate_limit_percent_runtime",
+            "abort_grpc_status_runtime",
+            "disable_downstream_cluster_stats",
+            "filter_metadata",
+        ];
+        let mut config = FaultConfig::default();
+        let (mut delay, mut abort, mut rate_limit) = (None::<DelayBuilder>, None::<AbortBuilder>, None);
+        let mut headers = Vec::new();
+        let mut metadata: Option<serde_json::Map<String, serde_json::Value>> = None;
+        for (key, v) in entries {
+            let Some(field) = field_of(key, FIELDS) else {
+                return Err(unknown_field(path, key));
+            };
+            if matches!(v, Json::Null) {
+                continue;
+            }
+            let p = child(path, field);
+            let keys = &mut config.runtime_keys;
+            match field {
+                "delay" => delay.get_or_insert_with(Default::default).merge(v, &p)?,
+                "abort" => abort.get_or_insert_with(Default::default).merge(v, &p)?,
+                "response_rate_limit" => rate_limit.get_or_insert_with(RateLimitBuilder::default).merge(v, &p)?,
+                "upstream_cluster" => config.upstream_cluster = string(v, &p)?,
+                "headers" => {
+                    for item in repeated(v) {
+                        let ip = index(&p, headers.len());
+                        headers.push(HeaderMatcher::parse(item, &ip)?);
+                    }
+                }
+                "downstream_nodes" => {
+                    for (i, item) in repeated(v).iter().enumerate() {
+                        config.downstream_nodes.insert(string(item, &index(&p, i))?);
+                    }
+                }
+                "max_active_faults" => config.max_active_faults = uint32_wrapper(v, &p)?,
+                "delay_percent_runtime" => keys.delay_percent = runtime_key(v, &p, &keys.delay_percent)?,
+                "abort_percent_runtime" => keys.abort_percent = runtime_key(v, &p, &keys.abort_percent)?,
+                "delay_duration_runtime" => keys.delay_duration = runtime_key(v, &p, &keys.delay_duration)?,
+                "abort_http_status_runtime" => {
+                    keys.abort_http_status = runtime_key(v, &p, &keys.abort_http_status)?;
+                }
+                "max_active_faults_runtime" => {
+                    keys.max_active_faults = runtime_key(v, &p, &keys.max_active_faults)?;
+                }
+                "response_rate_limit_percent_runtime" => {
+                    keys.response_rate_limit_percent = runtime_key(v, &p, &keys.response_rate_limit_percent)?;
+                }
+                "abort_grpc_status_runtime" => {
+                    keys.abort_grpc_status = runtime_key(v, &p, &keys.abort_grpc_status)?;
+                }
+                "disable_downstream_cluster_stats" => config.disable_downstream_cluster_stats = boolean(v, &p)?,
+                _ => {
+                    // google.protobuf.Struct: an object; a repeated occurrence merges key by key.
+                    let serde_json::Value::Object(map) = Json::Object(object(v, &p)?.to_vec()).to_value() else {
+                        unreachable!("an object converts to an object")
+                    };
+                    metadata.get_or_insert_with(Default::default).extend(map);
+                }
+            }
+        }
+        config.delay = delay.map(|d| d.build(&child(path, "delay"))).transpose()?;
+        config.abort = abort.map(|a| a.build(&child(path, "abort"))).transpose()?;
+        config.response_rate_limit = rate_limit
+            .map(|r| r.build(&child(path, "response_rate_limit")))
+            .transpose()?;
+        config.headers = headers;
+        config.filter_metadata = metadata;
+        Ok(config)
+    }
+
+    /// Replace the `abort` section.
+    #[must_use]
+    pub fn with_abort(mut self, abort: FaultAbort) -> FaultConfig {
+        self.abort = Some(abort);
+        self
+    }
+
+    /// Replace the `delay` section.
+    #[must_use]
+    pub fn with_delay(mut self, delay: FaultDelay) -> FaultConfig {
+        self.delay = Some(delay);
+        self
+    }
+
+    /// Replace the `response_rate_limit` section.
+    #[must_use]
+    pub fn with_response_rate_limit(mut self, limit: FaultRateLimit) -> FaultConfig {
+        self.response_rate_limit = Some(limit);
+        self
+    }
+
+    /// Set `max_active_faults`.
+    #[must_use]
+    pub fn with_max_active_faults(mut self, max: u32) -> FaultConfig {
+        self.max_active_faults = Some(max);
+        self
+    }
+
+    /// Set `upstream_cluster`.
+    #[must_use]
+    pub fn with_upstream_cluster(mut self, cluster: impl Into<String>) -> FaultConfig {
+        self.upstream_cluster = cluster.into();
+        self
+    }
+
+    /// Set `disable_downstream_cluster_stats`.
+    #[must_use]
+    pub fn with_downstream_cluster_stats_disabled(mut self, disabled: bool) -> FaultConfig {
+        self.disable_downstream_cluster_stats = disabled;
+        self
+    }
+
+    /// The `delay` section.
+    pub fn delay(&self) -> Option<&FaultDelay> {
+        self.delay.as_ref()
+    }
+
+    /// The `abort` section.
+    pub fn abort(&self) -> Option<&FaultAbort> {
+        self.abort.as_ref()
+    }
+
+    /// The `response_rate_limit` section.
+    pub fn response_rate_limit(&self) -> Option<&FaultRateLimit> {
+        self.response_rate_limit.as_ref()
+    }
+
+    /// `upstream_cluster` (empty: every route is eligible).
+    pub fn upstream_cluster(&self) -> &str {
+        &self.upstream_cluster
+    }
+
+    /// The `headers` matchers (all must match).
+    pub fn headers(&self) -> &[HeaderMatcher] {
+        &self.headers
+    }
+
+    /// `downstream_nodes` (empty: every request is eligible).
+    pub fn downstream_nodes(&self) -> &HashSet<String> {
+        &self.downstream_nodes
+    }
+
+    /// `max_active_faults` (`None`: unlimited).
+    pub fn max_active_faults(&self) -> Option<u32> {
+        self.max_active_faults
+    }
+
+    /// The runtime keys.
+    pub fn runtime_keys(&self) -> &RuntimeKeys {
+        &self.runtime_keys
+    }
+
+    /// `disable_downstream_cluster_stats`.
+    pub fn downstream_cluster_stats_disabled(&self) -> bool {
+        self.disable_downstream_cluster_stats
+    }
+
+    /// `filter_metadata`: published as dynamic metadata under the HTTP filter's configured name whenever
+    /// a delay or an abort is injected (see [`crate::Decision::emits_filter_metadata`]).
+    pub fn filter_metadata(&self) -> Option<&serde_json::Map<String, serde_json::Value>> {
+        self.filter_metadata.as_ref()
+    }
+}
+
+fn runtime_key(value: &Json, path: &str, default: &str) -> Result<String, ConfigError> {
+    // PROTOBUF_GET_STRING_OR_DEFAULT: an empty string keeps the default key.
+    let key = string(value, path)?;
+    Ok(if key.is_empty() { default.to_owned() } else { key })
+}
+
+impl FromStr for FaultConfig {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<FaultConfig, ConfigError> {
+        FaultConfig::from_json(s)
+    }
+}
