@@ -121,8 +121,10 @@ pub fn set_transparent<'a>(sock: impl Into<SockRef<'a>>, setting: Transparent) -
     apply_transparent(&sock, v6, local(&sock), setting).map(|applied| matches!(applied, Applied::Set))
 }
 
+/// Whether `sock` is an IPv6 socket: `getsockname` reports the family even before `bind` (portable, unlike
+/// `SO_DOMAIN`).
 fn is_v6(sock: &SockRef<'_>) -> bool {
-    sock.domain().is_ok_and(|d| d == Domain::IPV6)
+    sock.local_addr().is_ok_and(|addr| addr.is_ipv6())
 }
 
 /// The socket's local address, if it is bound.
