@@ -136,7 +136,7 @@ pub use addr::{ClientAddr, ListenAddr, OriginalDst, ParseAddrError, canonical};
 pub use error::{Call, LookupError, SockOpt, SocketAddrs, SocketError};
 pub use guard::{Loop, LoopGuard};
 pub use listen::{DEFAULT_BACKLOG, Listener, ListenerBuilder, Transparent};
-pub use lookup::{Accepted, Kernel, Lookup, Mode, NotRedirected, ParseModeError, redirect, tproxy};
+pub use lookup::{Accepted, Kernel, Lookup, Mode, NotRedirected, ParseSettingError, redirect, tproxy};
 #[cfg(fuzzing)]
 pub use netlink::fuzz_logic;
 pub use netlink::{LocalAddrsError, local_addrs};

@@ -3,7 +3,7 @@
 
 use crate::addr::ListenAddr;
 use crate::error::{SockOpt, SocketError};
-use crate::lookup::ParseModeError;
+use crate::lookup::ParseSettingError;
 use crate::opts;
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use std::fmt;
@@ -42,14 +42,14 @@ impl fmt::Display for Transparent {
 }
 
 impl FromStr for Transparent {
-    type Err = ParseModeError;
+    type Err = ParseSettingError;
 
-    fn from_str(s: &str) -> Result<Self, ParseModeError> {
+    fn from_str(s: &str) -> Result<Self, ParseSettingError> {
         match s {
             "required" => Ok(Transparent::Required),
             "off" => Ok(Transparent::Off),
             "best-effort" => Ok(Transparent::BestEffort),
-            _ => Err(ParseModeError::new(
+            _ => Err(ParseSettingError::new(
                 "transparent setting",
                 s,
                 "`required`, `off` or `best-effort`",

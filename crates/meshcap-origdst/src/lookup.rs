@@ -214,15 +214,15 @@ impl fmt::Display for Mode {
 /// A string that is not a [`Mode`] or a [`Transparent`](crate::Transparent) value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {what} `{input}`: expected {expected}")]
-pub struct ParseModeError {
+pub struct ParseSettingError {
     what: &'static str,
     input: String,
     expected: &'static str,
 }
 
-impl ParseModeError {
+impl ParseSettingError {
     pub(crate) fn new(what: &'static str, input: &str, expected: &'static str) -> Self {
-        ParseModeError {
+        ParseSettingError {
             what,
             input: input.to_owned(),
             expected,
@@ -231,13 +231,13 @@ impl ParseModeError {
 }
 
 impl FromStr for Mode {
-    type Err = ParseModeError;
+    type Err = ParseSettingError;
 
-    fn from_str(s: &str) -> Result<Self, ParseModeError> {
+    fn from_str(s: &str) -> Result<Self, ParseSettingError> {
         match s {
             "redirect" => Ok(Mode::Redirect),
             "tproxy" => Ok(Mode::Tproxy),
-            _ => Err(ParseModeError::new("capture mode", s, "`redirect` or `tproxy`")),
+            _ => Err(ParseSettingError::new("capture mode", s, "`redirect` or `tproxy`")),
         }
     }
 }
