@@ -46,22 +46,30 @@ impl Denominator {
         }
     }
 
+    fn from_number(n: i64) -> Option<Denominator> {
+        match n {
+            0 => Some(Denominator::Hundred),
+            1 => Some(Denominator::TenThousand),
+            2 => Some(Denominator::Million),
+            _ => None,
+        }
+    }
+
     fn parse(value: &Json, path: &str) -> Result<Denominator, ConfigError> {
         let unknown = |v: String| ConfigError::new(path, ConfigErrorKind::UnknownEnumValue(v));
         match value {
-            Json::String(s) => {
-                // Envoy's JSON parser reads enum names case-insensitively.
-                [Denominator::Hundred, Denominator::TenThousand, Denominator::Million]
+            // Envoy's JSON parser reads enum numbers (also inside strings) and names case-insensitively.
+            Json::String(s) => match s.parse::<i64>() {
+                Ok(n) => Denominator::from_number(n).ok_or_else(|| unknown(s.clone())),
+                Err(_) => [Denominator::Hundred, Denominator::TenThousand, Denominator::Million]
                     .into_iter()
                     .find(|d| d.name().eq_ignore_ascii_case(s))
-                    .ok_or_else(|| unknown(s.clone()))
-            }
-            Json::Number(_) => match json::int64(value, path)? {
-                0 => Ok(Denominator::Hundred),
-                1 => Ok(Denominator::TenThousand),
-                2 => Ok(Denominator::Million),
-                n => Err(unknown(n.to_string())),
+                    .ok_or_else(|| unknown(s.clone())),
             },
+            Json::Number(_) => {
+                let n = json::int64(value, path)?;
+                Denominator::from_number(n).ok_or_else(|| unknown(n.to_string()))
+            }
             other => Err(ConfigError::new(
                 path,
                 ConfigErrorKind::WrongType {

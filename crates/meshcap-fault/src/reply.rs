@@ -113,6 +113,7 @@ pub fn is_grpc_content_type(content_type: &[u8]) -> bool {
 pub struct ReplyContext {
     head: bool,
     body_pending: bool,
+    stream_error_on_invalid_http_message: bool,
 }
 
 impl ReplyContext {
@@ -121,6 +122,7 @@ impl ReplyContext {
         ReplyContext {
             head: false,
             body_pending: false,
+            stream_error_on_invalid_http_message: false,
         }
     }
 
@@ -139,6 +141,14 @@ impl ReplyContext {
         self.body_pending = pending;
         self
     }
+
+    /// The connection manager sets `stream_error_on_invalid_http_message` (HTTP/1.1 options): a 400
+    /// reply then no longer closes the connection.
+    #[must_use]
+    pub const fn stream_error_on_invalid_http_message(mut self, enabled: bool) -> ReplyContext {
+        self.stream_error_on_invalid_http_message = enabled;
+        self
+    }
 }
 
 /// The local reply for an abort, as Envoy's HTTP connection manager produces it.
@@ -149,6 +159,8 @@ impl ReplyContext {
 /// `date` and `server: envoy`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalReply {
+    /// The code the filter replied with (before the gRPC rewrite to 200).
+    code: u16,
     status: u16,
     grpc_status: Option<u32>,
     context: ReplyContext,
@@ -160,12 +172,14 @@ impl LocalReply {
     pub fn new(http_status: u16, grpc_status: Option<u32>, grpc_request: bool, context: ReplyContext) -> LocalReply {
         if grpc_request {
             LocalReply {
+                code: http_status,
                 status: 200,
                 grpc_status: Some(grpc_status.unwrap_or_else(|| http_to_grpc_status(http_status))),
                 context,
             }
         } else {
             LocalReply {
+                code: http_status,
                 status: http_status,
                 grpc_status: None,
                 context,
@@ -197,9 +211,12 @@ impl LocalReply {
         }
     }
 
-    /// Whether the connection is closed after this reply (HTTP/1.1 with an unread request body).
+    /// Whether an HTTP/1.1 connection is closed after this reply (Envoy adds `connection: close`): the
+    /// request body was still unread, or the abort code is 400 (Envoy treats a local 400 as a messaging
+    /// error, unless `stream_error_on_invalid_http_message` is set), also when the reply itself is a
+    /// gRPC 200.
     pub fn closes_connection(&self) -> bool {
-        self.context.body_pending
+        self.context.body_pending || (self.code == 400 && !self.context.stream_error_on_invalid_http_message)
     }
 
     /// The response headers in Envoy's order, with the caller's `date` value (as Envoy would send them
@@ -227,7 +244,7 @@ impl LocalReply {
     }
 
     /// Append the reply as Envoy 1.40's HTTP/1.1 codec writes it: status line with Envoy's reason phrase,
-    /// [`LocalReply::headers`], `connection: close` when the request body was still pending, and for
+    /// [`LocalReply::headers`], `connection: close` when [`LocalReply::closes_connection`], and for
     /// the (bodiless) gRPC reply the framing header the codec adds: `content-length: 0`, or
     /// `transfer-encoding: chunked` for `HEAD`.
     ///
@@ -252,7 +269,7 @@ impl LocalReply {
         for (name, value) in self.headers(date) {
             let _ = write!(head, "{name}: {value}\r\n");
         }
-        if self.context.body_pending {
+        if self.closes_connection() {
             head.push_str("connection: close\r\n");
         }
         if self.grpc_status.is_some() {
