@@ -12,6 +12,8 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod iptables;
+
 #[derive(Debug, Parser)]
 #[command(name = "sidecar", version, about = "meshcap example sidecar: Kuma-style transparent proxying")]
 struct Cli {
@@ -20,9 +22,14 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Transparent-proxy capture rules: render|install|uninstall|verify with kumactl's flags.
+    Iptables(iptables::IptablesArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Iptables(args) => iptables::run(args),
+    }
 }

@@ -551,7 +551,8 @@ pub struct ConfigBuilder {
     pub(crate) outbound_insert: bool,
     pub(crate) dns_enabled: bool,
     pub(crate) dns_capture_all: bool,
-    pub(crate) dns_flags_both: bool,
+    pub(crate) dns_redirect_called: bool,
+    pub(crate) dns_capture_called: bool,
     pub(crate) dns_resolvers: Vec<IpAddr>,
     pub(crate) dns_port: Port,
     pub(crate) dns_skip_zone_split: bool,
@@ -592,7 +593,8 @@ impl Default for ConfigBuilder {
             outbound_insert: false,
             dns_enabled: false,
             dns_capture_all: false,
-            dns_flags_both: false,
+            dns_redirect_called: false,
+            dns_capture_called: false,
             dns_resolvers: Vec::new(),
             dns_port: Port::known(KUMA_DNS_PORT),
             dns_skip_zone_split: false,
@@ -649,7 +651,8 @@ impl From<&Config> for ConfigBuilder {
             outbound_insert: c.outbound.insert_instead_of_append,
             dns_enabled,
             dns_capture_all,
-            dns_flags_both: false,
+            dns_redirect_called: false,
+            dns_capture_called: false,
             dns_resolvers,
             dns_port: c.dns_port,
             dns_skip_zone_split: !c.dns_conntrack_zone_split,
@@ -852,21 +855,19 @@ impl ConfigBuilder {
     }
 
     /// `--redirect-dns` with the resolvers to capture (the caller reads resolv.conf, see
-    /// [`parse_resolv_conf`]). Conflicts with [`capture_all_dns`](Self::capture_all_dns).
+    /// [`parse_resolv_conf`]). Overrides a configuration file's `captureAll`; calling both this and
+    /// [`capture_all_dns`](Self::capture_all_dns) is a [`ConfigError::ConflictingDnsModes`].
     pub fn redirect_dns<I: IntoIterator<Item = IpAddr>>(mut self, resolvers: I) -> ConfigBuilder {
-        if self.dns_capture_all {
-            self.dns_flags_both = true;
-        }
+        self.dns_redirect_called = true;
         self.dns_enabled = true;
+        self.dns_capture_all = false;
         self.dns_resolvers = resolvers.into_iter().collect();
         self
     }
 
-    /// `--redirect-all-dns-traffic`. Conflicts with [`redirect_dns`](Self::redirect_dns).
+    /// `--redirect-all-dns-traffic`; conflicts with [`redirect_dns`](Self::redirect_dns).
     pub fn capture_all_dns(mut self) -> ConfigBuilder {
-        if self.dns_enabled && !self.dns_capture_all {
-            self.dns_flags_both = true;
-        }
+        self.dns_capture_called = true;
         self.dns_enabled = true;
         self.dns_capture_all = true;
         self
@@ -876,8 +877,16 @@ impl ConfigBuilder {
     pub fn no_dns(mut self) -> ConfigBuilder {
         self.dns_enabled = false;
         self.dns_capture_all = false;
-        self.dns_flags_both = false;
+        self.dns_redirect_called = false;
+        self.dns_capture_called = false;
         self
+    }
+
+    /// Whether DNS capture is `--redirect-dns`-style (resolvers, not capture-all) with no resolvers
+    /// given yet: the caller should read resolv.conf and pass them with
+    /// [`dns_resolvers`](Self::dns_resolvers).
+    pub fn needs_dns_resolvers(&self) -> bool {
+        self.dns_enabled && !self.dns_capture_all && self.dns_resolvers.is_empty()
     }
 
     /// The resolvers used by `--redirect-dns` (e.g. from resolv.conf), without changing the mode.
@@ -982,6 +991,18 @@ impl ConfigBuilder {
         self
     }
 
+    /// `--wait-interval` (microseconds, legacy backend).
+    pub fn wait_interval(mut self, micros: u32) -> ConfigBuilder {
+        self.retry.wait_interval_micros = micros;
+        self
+    }
+
+    /// `--sleep-between-retries`.
+    pub fn sleep_between_retries(mut self, pause: Duration) -> ConfigBuilder {
+        self.retry.sleep_between_retries = pause;
+        self
+    }
+
     /// `--verbose`.
     pub fn verbose(mut self, verbose: bool) -> ConfigBuilder {
         self.verbose = verbose;
@@ -993,7 +1014,7 @@ impl ConfigBuilder {
         if let Some(name) = self.proxy_user {
             return Err(ConfigError::UnresolvedUser { name });
         }
-        if self.dns_flags_both {
+        if self.dns_redirect_called && self.dns_capture_called {
             return Err(ConfigError::ConflictingDnsModes);
         }
         if !self.inbound_exclude_uids.is_empty() {
