@@ -35,6 +35,13 @@ fn env_flag(name: &str) -> bool {
     std::env::var(name).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
+/// Print a `SKIPPED` banner straight to the process's stderr, bypassing the test harness's output capture
+/// (which would hide an `eprintln!` of a passing test), so a skip is always visible.
+pub fn loud_skip(what: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "\n!!! SKIPPED {what}\n");
+}
+
 /// Whether `program` can be found on `PATH` (or is an existing path).
 pub fn have_program(program: &str) -> bool {
     if program.contains('/') {
@@ -75,9 +82,9 @@ pub fn privileged(test: &str) -> bool {
             panic!("{test}: privileged test cannot run: {reason}, and {REQUIRE_PRIVILEGED_ENV}=1")
         }
         Some(reason) => {
-            eprintln!(
-                "\n!!! SKIPPED privileged test `{test}`: {reason}. Run as root (CI sets {REQUIRE_PRIVILEGED_ENV}=1 to make this a failure).\n"
-            );
+            loud_skip(&format!(
+                "privileged test `{test}`: {reason}. Run as root (CI sets {REQUIRE_PRIVILEGED_ENV}=1 to make this a failure)"
+            ));
             false
         }
     }
@@ -101,10 +108,10 @@ pub fn reference_dir(test: &str) -> Option<PathBuf> {
             dir.display()
         );
     }
-    eprintln!(
-        "\n!!! SKIPPED reference test `{test}`: {} does not exist (set {REFERENCE_DIR_ENV}).\n",
+    loud_skip(&format!(
+        "reference test `{test}`: {} does not exist (set {REFERENCE_DIR_ENV})",
         dir.display()
-    );
+    ));
     None
 }
 
@@ -145,7 +152,7 @@ pub fn require_envoy(test: &str) -> Option<PathBuf> {
     if env_flag(REQUIRE_PRIVILEGED_ENV) {
         panic!("{test}: {reason}, and {REQUIRE_PRIVILEGED_ENV}=1");
     }
-    eprintln!("\n!!! SKIPPED Envoy test `{test}`: {reason}.\n");
+    loud_skip(&format!("Envoy test `{test}`: {reason}"));
     None
 }
 
