@@ -424,8 +424,36 @@ impl Snapshot {
         let mut current: Option<(Table, SavedTable, String)> = None;
         let raw_lines: Vec<&str> = text.lines().collect();
         for (n, line) in lines(text) {
-            let line = line.map_err(|k| err(ParseError::at(n, k)))?;
             let raw = raw_lines.get(n - 1).copied().unwrap_or_default();
+            let line = match line {
+                Ok(line) => line,
+                // A rule of someone else's that this parser cannot type (say, a chain name it
+                // rejects) is still kept: its text stays in the snapshot and its jump and comment
+                // are read from the plain tokens.
+                Err(_) if current.is_some() && raw.trim_start().starts_with(['-', '[']) => {
+                    if let Some((_, table, block)) = current.as_mut() {
+                        let body = raw.trim_start();
+                        let body = if body.starts_with('[') {
+                            body.split_once(']').map(|(_, r)| r.trim_start()).unwrap_or(body)
+                        } else {
+                            body
+                        };
+                        let mut toks = crate::parse::tokenize(body)
+                            .unwrap_or_else(|_| body.split_whitespace().map(str::to_string).collect());
+                        if toks.len() >= 2 && matches!(toks[0].as_str(), "-A" | "--append") {
+                            let chain = toks[1].clone();
+                            toks.drain(..2);
+                            let mut r = saved_rule(&chain, toks, family);
+                            r.canonical = None;
+                            table.rules.push(r);
+                        }
+                        block.push_str(raw);
+                        block.push('\n');
+                    }
+                    continue;
+                }
+                Err(k) => return Err(err(ParseError::at(n, k))),
+            };
             match line {
                 Line::Table(t) => current = Some((t, SavedTable::default(), format!("{raw}\n"))),
                 Line::Commit => {

@@ -10,18 +10,27 @@ use std::path::PathBuf;
 use meshcap_iptables::{Config, Family, HostFacts, RuleSet, render_dry_run};
 
 fn check(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     if std::env::var_os("MESHCAP_BLESS").is_some() {
         std::fs::write(&path, actual).unwrap();
         return;
     }
     let expected = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (run with MESHCAP_BLESS=1 to create it)", path.display()));
-    assert_eq!(actual, expected, "{name} differs from its golden (MESHCAP_BLESS=1 to update)");
+    assert_eq!(
+        actual, expected,
+        "{name} differs from its golden (MESHCAP_BLESS=1 to update)"
+    );
 }
 
 fn both(config: &Config, host: &HostFacts) -> Vec<RuleSet> {
-    config.families().iter().map(|f| RuleSet::build_with(config, *f, host)).collect()
+    config
+        .families()
+        .iter()
+        .map(|f| RuleSet::build_with(config, *f, host))
+        .collect()
 }
 
 /// The `derived/extras-v4` parameter set: logging, resolvers (one of them Docker's loopback DNS),
@@ -44,13 +53,19 @@ fn extras() -> Config {
 #[test]
 fn default_dry_run() {
     let c = Config::default();
-    check("default.dry-run.txt", &render_dry_run(&both(&c, &HostFacts::default()), false));
+    check(
+        "default.dry-run.txt",
+        &render_dry_run(&both(&c, &HostFacts::default()), false),
+    );
 }
 
 #[test]
 fn with_multiple_flags_verbose() {
     let c = common::with_multiple_flags();
-    check("with-multiple-flags.verbose.txt", &render_dry_run(&both(&c, &HostFacts::default()), true));
+    check(
+        "with-multiple-flags.verbose.txt",
+        &render_dry_run(&both(&c, &HostFacts::default()), true),
+    );
 }
 
 #[test]
@@ -71,5 +86,8 @@ fn docker_host_and_long_uid_exclusions() {
         .build()
         .unwrap();
     let host = HostFacts::default().with_docker_output(true);
-    check("docker-long-uid-exclusions.dry-run.txt", &render_dry_run(&both(&c, &host), false));
+    check(
+        "docker-long-uid-exclusions.dry-run.txt",
+        &render_dry_run(&both(&c, &host), false),
+    );
 }

@@ -330,3 +330,89 @@ fn comments_disabled_install_is_still_idempotent() {
     inst.uninstall_rules(&rules).unwrap();
     assert_eq!(save(&ns, Family::V4), "");
 }
+
+/// `iptables-legacy-save` of the namespace without banners and without empty table blocks (which
+/// depend on which tables anything ever touched, INDEX §1.4).
+fn legacy_save(ns: &NetNs) -> String {
+    let out = ns.run(["iptables-legacy-save"]).expect("iptables-legacy-save");
+    let text: String = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    drop_empty_tables(&normalize_save(&text))
+}
+
+fn drop_empty_tables(text: &str) -> String {
+    let mut out = String::new();
+    for block in text.split_inclusive("COMMIT\n") {
+        if block.lines().any(|l| l.starts_with("-A ")) {
+            out.push_str(block);
+        }
+    }
+    out
+}
+
+#[test]
+fn legacy_backend_install_equals_fedora_golden() {
+    if !privileged("legacy_backend_install_equals_fedora_golden") {
+        return;
+    }
+    if !meshcap_testns::have_program("iptables-legacy-restore") {
+        panic!("iptables-legacy-restore is part of Debian's iptables package and must be installed");
+    }
+    let Some(dir) = kuma_ref("legacy_backend_install_equals_fedora_golden") else {
+        return;
+    };
+    let ns = NetNs::new("ipt").unwrap();
+    let inst = installer(&ns).with_backend(Backend::Legacy);
+    let rules = RuleSet::build(&common::with_multiple_flags(), Family::V4);
+    let report = inst.install(&rules).unwrap();
+    assert_eq!(report.backend, Backend::Legacy);
+    assert!(report.script.starts_with("*raw\n"), "{}", report.script);
+    let golden = read(dir.join("container-iptables-save/fedora-40-with-multiple-flags.iptables.golden"));
+    // Legacy prints tables in kernel order; compare table by table.
+    let ours = legacy_save(&ns);
+    let mut ours_blocks: Vec<&str> = ours.split_inclusive("COMMIT\n").collect();
+    let golden = drop_empty_tables(&golden);
+    let mut golden_blocks: Vec<&str> = golden.split_inclusive("COMMIT\n").collect();
+    ours_blocks.sort();
+    golden_blocks.sort();
+    assert_eq!(ours_blocks, golden_blocks);
+    assert!(inst.verify(&rules).unwrap().is_clean());
+    inst.install(&rules).unwrap();
+    assert!(inst.verify(&rules).unwrap().is_clean());
+    inst.uninstall(Family::V4).unwrap();
+    assert_eq!(legacy_save(&ns), "");
+}
+
+#[test]
+fn backend_detection_follows_existing_rules() {
+    if !privileged("backend_detection_follows_existing_rules") {
+        return;
+    }
+    // Nothing anywhere: nft. Detection must not instantiate legacy tables.
+    let ns = NetNs::new("ipt").unwrap();
+    assert_eq!(installer(&ns).detect_backend().unwrap(), Backend::Nft);
+    let names = ns.run(["cat", "/proc/net/ip_tables_names"]).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&names.stdout).trim(),
+        "",
+        "no legacy table was created"
+    );
+    // Only legacy holds rules: legacy.
+    let ns = NetNs::new("ipt").unwrap();
+    ns.run(["iptables-legacy", "-w", "-t", "nat", "-A", "OUTPUT", "-j", "RETURN"])
+        .unwrap();
+    assert_eq!(installer(&ns).detect_backend().unwrap(), Backend::Legacy);
+    // Both hold rules: nft, unless only legacy has DOCKER_OUTPUT.
+    ns.run(["iptables-nft", "-t", "nat", "-A", "OUTPUT", "-j", "RETURN"])
+        .unwrap();
+    assert_eq!(installer(&ns).detect_backend().unwrap(), Backend::Nft);
+    ns.run(["iptables-legacy", "-w", "-t", "nat", "-N", "DOCKER_OUTPUT"])
+        .unwrap();
+    assert_eq!(installer(&ns).detect_backend().unwrap(), Backend::Legacy);
+    // With DOCKER_OUTPUT in the chosen backend, probing tells the builder to jump to it.
+    let host = installer(&ns).probe_host(Family::V4).unwrap();
+    assert!(host.docker_output());
+}
