@@ -54,7 +54,7 @@
 //! * `config` — [`Config`] and [`ConfigBuilder`] (Kuma's defaults, kumactl's value syntaxes, typed
 //!   [`ConfigError`]s naming the bad value), [`HostFacts`] (what Kuma probes at run time),
 //!   [`parse_resolv_conf`]. With the `serde` feature, `config_file` loads Kuma's YAML/JSON schema in
-//!   layers ([`ConfigBuilder::layer_yaml`]).
+//!   layers (`ConfigBuilder::layer_yaml`).
 //! * `model` — [`RuleSet`] → [`TableRules`] → [`ChainRules`] → [`Rule`] ([`Match`]es, [`Target`],
 //!   [`Position`]); [`Rule::canonical`] is the form `iptables-save` prints.
 //! * `build` — Kuma's rule catalogue ([`RuleSet::build`]); each rule is explained in
@@ -122,3 +122,22 @@ pub use types::{
     Address, CHAIN_NAME_MAX, COMMENT_MAX, ChainName, Comment, Family, Interface, MULTIPORT_MAX_SLOTS, Negatable, Port,
     PortList, PortRange, UidRange,
 };
+
+#[cfg(test)]
+mod tests {
+    fn send_sync<T: Send + Sync + 'static>() {}
+
+    #[test]
+    fn public_types_are_send_and_sync() {
+        send_sync::<crate::Config>();
+        send_sync::<crate::ConfigBuilder>();
+        send_sync::<crate::RuleSet>();
+        send_sync::<crate::Rule>();
+        send_sync::<crate::Installer>();
+        send_sync::<crate::Executor>();
+        send_sync::<crate::DriftReport>();
+        send_sync::<crate::ConfigError>();
+        send_sync::<crate::ParseError>();
+        send_sync::<crate::InstallError>();
+    }
+}
