@@ -363,7 +363,8 @@ impl fmt::Display for DriftReport {
 #[derive(Debug)]
 pub struct Installer {
     executor: Executor,
-    backend: OnceLock<Backend>,
+    /// The backend, and whether its programs are the plain `iptables*` names.
+    backend: OnceLock<(Backend, bool)>,
     executables: [Option<Executables>; 2],
     retry: RetryPolicy,
     ownership: Ownership,
@@ -592,12 +593,12 @@ impl Installer {
             backend: OnceLock::new(),
             ..self
         };
-        let _ = installer.backend.set(backend);
+        let _ = installer.backend.set((backend, false));
         installer
     }
 
-    /// Use these programs for `family` (Kuma's `--iptables-executables`); the backend then only
-    /// decides the `--wait` flags.
+    /// Use these programs for `family` (Kuma's `--iptables-executables`); their `--version` (or
+    /// [`with_backend`](Self::with_backend)) decides whether the legacy `--wait` flags are used.
     pub fn with_executables(mut self, family: Family, executables: Executables) -> Installer {
         self.executables[family_index(family)] = Some(executables);
         self
@@ -626,52 +627,74 @@ impl Installer {
     /// wins; otherwise nft. Unlike Kuma, legacy tables are only read when the kernel lists them
     /// (`/proc/net/ip_tables_names`), so detection never instantiates legacy tables.
     pub fn detect_backend(&self) -> Result<Backend, InstallError> {
-        if let Some(b) = self.backend.get() {
+        if let Some((b, _)) = self.backend.get() {
             return Ok(*b);
         }
         let nft = self.probe_backend(Backend::Nft);
         let legacy = self.probe_backend(Backend::Legacy);
         let chosen = match (nft, legacy) {
             (Err(n), Err(l)) => return Err(InstallError::NoBackend { nft: n, legacy: l }),
-            (Ok(_), Err(_)) => Backend::Nft,
-            (Err(_), Ok(_)) => Backend::Legacy,
+            (Ok(n), Err(_)) => (Backend::Nft, n.plain),
+            (Err(_), Ok(l)) => (Backend::Legacy, l.plain),
             (Ok(n), Ok(l)) => match (n.has_rules, l.has_rules) {
-                (true, true) if l.docker_output && !n.docker_output => Backend::Legacy,
-                (false, true) => Backend::Legacy,
-                _ => Backend::Nft,
+                (true, true) if l.docker_output && !n.docker_output => (Backend::Legacy, l.plain),
+                (false, true) => (Backend::Legacy, l.plain),
+                _ => (Backend::Nft, n.plain),
             },
         };
-        Ok(*self.backend.get_or_init(|| chosen))
+        Ok(self.backend.get_or_init(|| chosen).0)
     }
 
-    fn probe_backend(&self, backend: Backend) -> Result<BackendState, String> {
-        let exes = Executables::for_backend(backend, Family::V4);
-        for program in [&exes.iptables, &exes.save, &exes.restore] {
-            let out = self
-                .executor
-                .run(program, &["--version"], None)
-                .map_err(|e| e.to_string())?;
-            let reported_legacy = !out.contains('(') || out.contains(Backend::Legacy.version_marker());
-            let ok = match backend {
-                Backend::Nft => out.contains(Backend::Nft.version_marker()),
-                Backend::Legacy => reported_legacy,
-            };
-            if !ok {
-                return Err(format!("`{}` reports `{}`", program.to_string_lossy(), out.trim()));
-            }
+    /// Whether `program --version` reports `backend`.
+    fn reports(&self, program: &OsStr, backend: Backend) -> Result<(), String> {
+        let out = self
+            .executor
+            .run(program, &["--version"], None)
+            .map_err(|e| e.to_string())?;
+        let ok = match backend {
+            Backend::Nft => out.contains(Backend::Nft.version_marker()),
+            Backend::Legacy => !out.contains('(') || out.contains(Backend::Legacy.version_marker()),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("`{}` reports `{}`", program.to_string_lossy(), out.trim()))
         }
+    }
+
+    /// Probe one backend: `iptables-MODE*`, else the plain `iptables*` programs when they report that
+    /// mode; then whether it already holds rules or Docker's `DOCKER_OUTPUT` chain.
+    fn probe_backend(&self, backend: Backend) -> Result<BackendState, String> {
+        let suffixed = Executables::for_backend(backend, Family::V4);
+        let plain = Executables::plain(Family::V4);
+        let all = |e: &Executables| -> Result<(), String> {
+            [&e.iptables, &e.save, &e.restore]
+                .into_iter()
+                .try_for_each(|p| self.reports(p, backend))
+        };
+        let (exes, is_plain) = match all(&suffixed) {
+            Ok(()) => (suffixed, false),
+            Err(first) => match all(&plain) {
+                Ok(()) => (plain, true),
+                Err(_) => return Err(first),
+            },
+        };
         if backend == Backend::Legacy {
             let names = self
                 .executor
                 .run(OsStr::new("cat"), &["/proc/net/ip_tables_names"], None)
                 .unwrap_or_default();
             if names.trim().is_empty() {
-                return Ok(BackendState::default());
+                return Ok(BackendState {
+                    plain: is_plain,
+                    ..BackendState::default()
+                });
             }
         }
         let text = self.executor.run(&exes.save, &[], None).map_err(|e| e.to_string())?;
         let snap = Snapshot::parse(&text, Family::V4, &exes.save.to_string_lossy()).map_err(|e| e.to_string())?;
         Ok(BackendState {
+            plain: is_plain,
             has_rules: snap
                 .tables
                 .iter()
@@ -684,13 +707,21 @@ impl Installer {
 
     /// The backend and programs for `family`.
     pub fn executables(&self, family: Family) -> Result<(Backend, Executables), InstallError> {
-        let backend = match (&self.executables[family_index(family)], self.backend.get()) {
-            (Some(_), None) => Backend::Nft,
-            _ => self.detect_backend()?,
+        if let Some(exes) = &self.executables[family_index(family)] {
+            let backend = match self.backend.get() {
+                Some((b, _)) => *b,
+                None if self.reports(&exes.restore, Backend::Nft).is_ok() => Backend::Nft,
+                None => Backend::Legacy,
+            };
+            return Ok((backend, exes.clone()));
+        }
+        let backend = self.detect_backend()?;
+        let plain = self.backend.get().is_some_and(|(_, plain)| *plain);
+        let exes = if plain {
+            Executables::plain(family)
+        } else {
+            Executables::for_backend(backend, family)
         };
-        let exes = self.executables[family_index(family)]
-            .clone()
-            .unwrap_or_else(|| Executables::for_backend(backend, family));
         Ok((backend, exes))
     }
 
@@ -998,6 +1029,7 @@ impl Installer {
 
 #[derive(Debug, Default, Clone, Copy)]
 struct BackendState {
+    plain: bool,
     has_rules: bool,
     docker_output: bool,
 }

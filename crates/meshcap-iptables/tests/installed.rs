@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::{kuma_ref, normalize_save, read};
 use meshcap_iptables::{
-    Backend, ChainName, Config, Drift, Executor, Family, InstallError, Installer, Match, RetryPolicy, Rule, RuleSet,
-    Table, Target,
+    Backend, ChainName, Config, Drift, Executables, Executor, Family, InstallError, Installer, Match, RetryPolicy,
+    Rule, RuleSet, Table, Target,
 };
 use meshcap_testns::{NetNs, privileged};
 
@@ -412,6 +412,12 @@ fn backend_detection_follows_existing_rules() {
     ns.run(["iptables-legacy", "-w", "-t", "nat", "-N", "DOCKER_OUTPUT"])
         .unwrap();
     assert_eq!(installer(&ns).detect_backend().unwrap(), Backend::Legacy);
+    // Explicit programs: their --version decides the backend (and so the --wait flags).
+    let explicit = installer(&ns).with_executables(
+        Family::V4,
+        Executables::new("iptables-legacy", "iptables-legacy-save", "iptables-legacy-restore"),
+    );
+    assert_eq!(explicit.executables(Family::V4).unwrap().0, Backend::Legacy);
     // With DOCKER_OUTPUT in the chosen backend, probing tells the builder to jump to it.
     let host = installer(&ns).probe_host(Family::V4).unwrap();
     assert!(host.docker_output());
