@@ -76,11 +76,8 @@ fn chunked(c: &mut Criterion) {
             let mut buf = BytesMut::from(&wire[..]);
             let mut dec = ChunkedDecoder::new(&limits);
             let mut n = 0;
-            loop {
-                match dec.decode(&mut buf).expect("valid") {
-                    DecodeStep::Data(d) => n += d.len(),
-                    _ => break,
-                }
+            while let DecodeStep::Data(d) = dec.decode(&mut buf).expect("valid") {
+                n += d.len();
             }
             black_box(n)
         })
