@@ -57,13 +57,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::access_log::ResponseFlags;
+use crate::access_log::{AccessLogEntry, ResponseFlags};
 use crate::stats::{Counter, Gauge, StatSource, StatValue};
 use crate::upstream::{ClusterStats, ConnectError, Connector, HostSet};
 
@@ -260,6 +260,8 @@ pub enum SessionEnd {
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct TcpProxyOutcome {
+    /// Wall-clock time the session started (for `%START_TIME%`).
+    pub start_time: SystemTime,
     /// The upstream host, once connected.
     pub upstream_host: Option<SocketAddr>,
     /// The local address of the upstream connection.
@@ -276,6 +278,28 @@ pub struct TcpProxyOutcome {
     pub error: Option<io::Error>,
     /// From the start of [`TcpProxy::proxy`] to its end.
     pub duration: Duration,
+}
+
+impl TcpProxyOutcome {
+    /// The access log entry for this session, as Envoy logs a TCP session: no method, path or protocol,
+    /// response code 0, the flags, byte counts, duration and upstream host.
+    pub fn access_log_entry(
+        &self,
+        cluster: &str,
+        downstream_local: Option<SocketAddr>,
+        downstream_remote: Option<SocketAddr>,
+    ) -> AccessLogEntry {
+        let mut e = AccessLogEntry::new(self.start_time);
+        e.response_flags = self.flags;
+        e.bytes_received = self.bytes_received;
+        e.bytes_sent = self.bytes_sent;
+        e.duration = Some(self.duration);
+        e.upstream_host = self.upstream_host;
+        e.upstream_cluster = Some(cluster.to_string());
+        e.downstream_local = downstream_local;
+        e.downstream_remote = downstream_remote;
+        e
+    }
 }
 
 /// One configured `tcp_proxy` filter: statistics resolved once, shared by all its sessions. Cheap to
@@ -323,6 +347,7 @@ impl TcpProxy {
     /// the outcome carries `UF`.
     pub async fn proxy(&self, downstream: TcpStream, upstream: SocketAddr) -> TcpProxyOutcome {
         let start = Instant::now();
+        let start_time = SystemTime::now();
         let stats = &*self.stats;
         let cluster = &*self.cluster;
         stats.downstream_cx_total.inc();
@@ -340,6 +365,7 @@ impl TcpProxy {
                 tracing::debug!(%upstream, error = %e, "tcp_proxy: upstream connect failed");
                 let error = connect_error_into_io(e);
                 return TcpProxyOutcome {
+                    start_time,
                     upstream_host: None,
                     upstream_local: None,
                     bytes_received: 0,
@@ -411,6 +437,7 @@ impl TcpProxy {
             cluster.upstream_cx_destroy_local_with_active_rq.inc();
         }
         TcpProxyOutcome {
+            start_time,
             upstream_host: Some(upstream),
             upstream_local,
             bytes_received,

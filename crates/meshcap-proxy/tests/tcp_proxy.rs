@@ -176,6 +176,15 @@ async fn refused_upstream_closes_the_client_and_flags_uf() {
     assert_eq!(c.upstream_cx_total.get(), 1);
     assert_eq!(c.upstream_cx_active.get(), 0);
     assert_eq!(p.stats().downstream_cx_total.get(), 1);
+    let line = meshcap_proxy::access_log::AccessLogFormat::parse(
+        "\"%REQ(:METHOD)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS% rx=%BYTES_RECEIVED% tx=%BYTES_SENT% upstream=%UPSTREAM_HOST% cluster=%UPSTREAM_CLUSTER%",
+    )
+    .unwrap()
+    .format(&outcome.access_log_entry("inbound:passthrough:ipv4", None, None));
+    assert_eq!(
+        line,
+        "\"- -\" 0 UF rx=0 tx=0 upstream=- cluster=inbound:passthrough:ipv4"
+    );
     front.shutdown().await;
 }
 
