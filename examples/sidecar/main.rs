@@ -12,6 +12,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod envoy_config;
 mod iptables;
 
 #[derive(Debug, Parser)]
@@ -25,11 +26,14 @@ struct Cli {
 enum Command {
     /// Transparent-proxy capture rules: render|install|uninstall|verify with kumactl's flags.
     Iptables(iptables::IptablesArgs),
+    /// Print the Envoy bootstrap (or /config_dump) of a Kuma Dataplane and its policies.
+    EnvoyConfig(envoy_config::EnvoyConfigArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Iptables(args) => iptables::run(args),
+        Command::EnvoyConfig(args) => envoy_config::run(args),
     }
 }

@@ -192,7 +192,7 @@ pub enum ValidationErrorKind {
     },
     /// An outbound that cannot be forwarded anywhere: no endpoints and no transparent proxying.
     #[error(
-        "service {0:?} has no endpoints (meshcap has no control plane: give them with ResourcesBuilder::service_endpoints) and there is no transparent proxying to forward to the original destination"
+        "service {0:?} has no endpoints (there is no control plane to discover them) and, without transparent proxying, no original destination to forward to"
     )]
     NoUpstream(String),
     /// A field meshcap does not implement; the message says why.

@@ -466,7 +466,7 @@ fn generation_errors_name_the_path() {
     .expect("valid dataplane");
     assert_eq!(
         Resources::from_dataplane(&dp).expect_err("no upstream").to_string(),
-        "networking.outbound[0]: service \"db\" has no endpoints (meshcap has no control plane: give them with ResourcesBuilder::service_endpoints) and there is no transparent proxying to forward to the original destination"
+        "networking.outbound[0]: service \"db\" has no endpoints (there is no control plane to discover them) and, without transparent proxying, no original destination to forward to"
     );
     Resources::builder(&dp)
         .service_endpoints("db", vec!["10.0.0.9:5432".parse().expect("addr")])
