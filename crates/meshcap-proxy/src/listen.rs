@@ -211,6 +211,11 @@ impl ListenerConfig {
             .listen(backlog)
             .map_err(|source| ListenError::Bind { addr, source })?;
         let std_listener: std::net::TcpListener = socket.into();
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(socket_err("register with tokio")(io::Error::other(
+                "not called inside a tokio runtime",
+            )));
+        }
         let listener = TcpListener::from_std(std_listener).map_err(socket_err("register with tokio"))?;
         let local_addr = listener.local_addr().map_err(socket_err("getsockname"))?;
         let prefix = match &self.stat_prefix {
@@ -516,6 +521,14 @@ impl Listener {
     /// The configuration it was bound from.
     pub fn config(&self) -> &ListenerConfig {
         &self.config
+    }
+
+    /// This listener as the admin server's `/listeners` shows it (name and bound address).
+    pub fn status(&self) -> crate::admin::ListenerStatus {
+        crate::admin::ListenerStatus {
+            name: self.config.name.clone(),
+            address: self.local_addr,
+        }
     }
 
     /// Its statistics (register them with a [`StatsRegistry`](crate::stats::StatsRegistry)).
@@ -1154,6 +1167,38 @@ mod tests {
             .unwrap();
         let b = ListenerConfig::new("b", a.local_addr()).reuse_port(true).bind();
         assert!(b.is_ok());
+    }
+
+    #[test]
+    fn bind_outside_a_runtime_is_an_error_not_a_panic() {
+        let err = ListenerConfig::new("t", "127.0.0.1:0".parse().unwrap())
+            .bind()
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ListenError::Socket {
+                    option: "register with tokio",
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn status_reports_the_bound_address() {
+        let l = ListenerConfig::new("inbound:passthrough:ipv4", "127.0.0.1:0".parse().unwrap())
+            .bind()
+            .unwrap();
+        let status = l.status();
+        assert_eq!(status.name, "inbound:passthrough:ipv4");
+        assert_eq!(status.address, l.local_addr());
+        assert_ne!(status.address.port(), 0);
+        assert_eq!(
+            l.stats().prefix(),
+            format!("listener.127.0.0.1_{}", status.address.port())
+        );
     }
 
     #[test]
