@@ -547,3 +547,40 @@ async fn response_rate_limit_paces_the_body() {
         "GET /pass 200 - via_upstream rx=0 tx=50 cluster=localhost:5000 ms=0"
     );
 }
+
+/// An upstream that answers every request with a 1 MiB body.
+fn big_upstream() -> PipeConnector {
+    PipeConnector {
+        respond: Arc::new(|mut s: DuplexStream| {
+            tokio::spawn(async move {
+                let mut b = [0u8; 4096];
+                let Ok(n) = s.read(&mut b).await else { return };
+                if n == 0 {
+                    return;
+                }
+                let body = vec![b'z'; 1 << 20];
+                let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len());
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(&body).await;
+            })
+        }),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_reading_hits_the_stream_idle_timeout() {
+    let mut c = HcmConfig::kuma_inbound("localhost_5000", None, cluster("127.0.0.1:5000".parse().unwrap()));
+    c.stream_idle_timeout = Some(Duration::from_secs(300));
+    let hcm = Hcm::new(c, big_upstream());
+    let (mut client, server) = tokio::io::duplex(4096);
+    let task = tokio::spawn({
+        let hcm = hcm.clone();
+        async move { hcm.serve(server, info()).await }
+    });
+    client.write_all(b"GET /big HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+    // Never read: the proxy's writes stall, and the stream idle timeout ends the connection.
+    let start = tokio::time::Instant::now();
+    task.await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(300));
+    assert_eq!(stat(&**hcm.stats(), "http.localhost_5000.downstream_cx_active"), 0);
+}

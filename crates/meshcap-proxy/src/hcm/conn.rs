@@ -152,8 +152,11 @@ where
         }
     }
 
+    /// Write to the client; a client that reads nothing for the stream idle timeout is an error.
     async fn write_client(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.io.write_all(bytes).await?;
+        timed(self.inner.config.stream_idle_timeout, self.io.write_all(bytes))
+            .await
+            .unwrap_or_else(|| Err(io::ErrorKind::TimedOut.into()))?;
         self.inner
             .stats
             .hcm
@@ -539,10 +542,14 @@ where
         encode_request_head(&self.head, &extras, &mut self.out);
         let sent_at = Instant::now();
         self.ubuf.clear();
-        if write_up(up, &self.out).await.is_err() {
-            return self
-                .upstream_reset(ex, up, cluster, "connection termination", false)
-                .await;
+        match write_up(up, &self.out, cfg.stream_idle_timeout).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => return self.stream_timeout(ex).await,
+            Err(_) => {
+                return self
+                    .upstream_reset(ex, up, cluster, "connection termination", false)
+                    .await;
+            }
         }
 
         // The request body, streamed; an early response from the upstream interrupts it.
@@ -554,10 +561,16 @@ where
             match body.forward(&mut self.rbuf, &mut self.out) {
                 Ok(Forwarded { bytes, done }) => {
                     ex.rx += bytes;
-                    if !self.out.is_empty() && write_up(up, &self.out).await.is_err() {
-                        return self
-                            .upstream_reset(ex, up, cluster, "connection termination", false)
-                            .await;
+                    if !self.out.is_empty() {
+                        match write_up(up, &self.out, cfg.stream_idle_timeout).await {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == io::ErrorKind::TimedOut => return self.stream_timeout(ex).await,
+                            Err(_) => {
+                                return self
+                                    .upstream_reset(ex, up, cluster, "connection termination", false)
+                                    .await;
+                            }
+                        }
                     }
                     if done {
                         request_done = true;
@@ -812,7 +825,9 @@ where
         let mut ok = self.flush_out_to_client().await.is_ok();
         if ok && !self.rbuf.is_empty() {
             let pending = self.rbuf.split().freeze();
-            ok = write_up(up, &pending).await.is_ok();
+            ok = write_up(up, &pending, self.inner.config.stream_idle_timeout)
+                .await
+                .is_ok();
         }
         if ok && let Ok((to_up, to_client)) = tokio::io::copy_bidirectional(&mut self.io, &mut up.io).await {
             ex.rx += to_up;
@@ -833,8 +848,15 @@ enum Step {
     Upstream(io::Result<usize>),
 }
 
-async fn write_up<S: AsyncWrite + Unpin>(up: &mut UpstreamConn<S>, bytes: &[u8]) -> io::Result<()> {
-    up.io.write_all(bytes).await?;
+/// Write to the upstream; an upstream that reads nothing for `idle` is an error (`TimedOut`).
+async fn write_up<S: AsyncWrite + Unpin>(
+    up: &mut UpstreamConn<S>,
+    bytes: &[u8],
+    idle: Option<Duration>,
+) -> io::Result<()> {
+    timed(idle, up.io.write_all(bytes))
+        .await
+        .unwrap_or_else(|| Err(io::ErrorKind::TimedOut.into()))?;
     up.stats.fields.upstream_cx_tx_bytes_total.add(bytes.len() as u64);
     Ok(())
 }
