@@ -91,6 +91,10 @@ impl Resources {
     /// (bootstrap, clusters sorted by name, listeners in bootstrap order, scoped routes, route
     /// configurations, secrets), fields in protobuf order, defaults omitted.
     ///
+    /// Envoy itself prints protobuf maps and `Struct`s (the `io.kuma.tags` metadata, build metadata) and the
+    /// list of static route configurations in an order that changes from run to run; here they come in
+    /// insertion order and listener order.
+    ///
     /// ```
     /// use meshcap_envoy::{ConfigDumpOptions, Resources, Timestamp, demo};
     ///

@@ -52,7 +52,7 @@ pub struct MeshFaultInjection {
     mesh: String,
     name: String,
     target_ref: TargetRef,
-    from: Vec<From>,
+    from: Vec<FromItem>,
 }
 
 /// A `targetRef`: which proxies (top level) or which callers (`from[]`) a policy is about.
@@ -90,7 +90,7 @@ pub enum ProxyType {
 
 /// One `spec.from[]` entry: callers and the faults injected for them.
 #[derive(Debug, Clone, PartialEq)]
-pub struct From {
+pub struct FromItem {
     target_ref: TargetRef,
     http: Option<Vec<FaultInjectionConf>>,
 }
@@ -214,7 +214,7 @@ impl MeshFaultInjection {
     }
 
     /// `spec.from`.
-    pub fn from(&self) -> &[From] {
+    pub fn from(&self) -> &[FromItem] {
         &self.from
     }
 
@@ -346,7 +346,7 @@ impl MeshFaultInjection {
                         .collect::<Result<Vec<_>, _>>()
                 })
                 .transpose()?;
-            from.push(From { target_ref, http });
+            from.push(FromItem { target_ref, http });
         }
         Ok(MeshFaultInjection {
             mesh,
@@ -402,7 +402,7 @@ impl TargetRef {
     }
 }
 
-impl From {
+impl FromItem {
     /// `targetRef`: the callers.
     pub fn target_ref(&self) -> &TargetRef {
         &self.target_ref

@@ -109,6 +109,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+/// The README's example, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub mod cluster;
 pub mod dataplane;
 pub mod demo;

@@ -131,8 +131,9 @@ pub(crate) fn parse_go_duration(s: &str) -> Result<i128, &'static str> {
 /// ```
 /// use meshcap_envoy::Timestamp;
 ///
-/// let t = Timestamp::from_unix(1_795_692_936, 386_000_000).expect("in range");
+/// let t = Timestamp::from_unix(1_795_692_936, 386_000_000).ok_or("out of range")?;
 /// assert_eq!(t.to_string(), "2026-11-26T11:35:36.386Z");
+/// # Ok::<(), &'static str>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp {
