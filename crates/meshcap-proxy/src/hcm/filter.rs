@@ -1,5 +1,6 @@
 //! The request-filter hook (where the fault filter plugs in).
 
+use std::any::Any;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -54,15 +55,26 @@ impl LocalReply {
     }
 }
 
-/// State a filter keeps about one request across calls.
-#[derive(Debug, Default)]
+/// State a filter keeps about one request across calls. It lives until the request ends (after
+/// [`RequestFilter::on_complete`]), so a guard stored in it (e.g. meshcap-fault's active-fault slot)
+/// is released then.
+#[derive(Default)]
 pub struct FilterContext {
     delayed: Option<Duration>,
     response_rate_limit: Option<u64>,
     flags: ResponseFlags,
-    /// A value the filter may set on the first call and read again later (e.g. whether it counted
-    /// an active fault).
-    pub user: u64,
+    state: Option<Box<dyn Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for FilterContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FilterContext")
+            .field("delayed", &self.delayed)
+            .field("response_rate_limit", &self.response_rate_limit)
+            .field("flags", &self.flags)
+            .field("state", &self.state.is_some())
+            .finish()
+    }
 }
 
 impl FilterContext {
@@ -85,6 +97,34 @@ impl FilterContext {
     /// The flags filters added.
     pub fn flags(&self) -> ResponseFlags {
         self.flags
+    }
+    /// Keep per-request filter state (e.g. the fault decision to re-evaluate after a delay). Only
+    /// requests that need it pay for the box.
+    ///
+    /// ```
+    /// let mut ctx = meshcap_proxy::hcm::FilterContext::default();
+    /// ctx.set_state(7u32);
+    /// assert_eq!(ctx.state::<u32>(), Some(&7));
+    /// assert_eq!(ctx.take_state::<u32>(), Some(7));
+    /// assert!(ctx.state::<u32>().is_none());
+    /// ```
+    pub fn set_state<T: Any + Send + Sync>(&mut self, state: T) {
+        self.state = Some(Box::new(state));
+    }
+    /// The state set with [`FilterContext::set_state`], if it has type `T`.
+    pub fn state<T: Any>(&self) -> Option<&T> {
+        self.state.as_ref()?.downcast_ref()
+    }
+    /// Take the state out, if it has type `T`.
+    pub fn take_state<T: Any>(&mut self) -> Option<T> {
+        let boxed = self.state.take()?;
+        match boxed.downcast::<T>() {
+            Ok(b) => Some(*b),
+            Err(other) => {
+                self.state = Some(other);
+                None
+            }
+        }
     }
     pub(crate) fn record_delay(&mut self, d: Duration) {
         self.delayed = Some(self.delayed.unwrap_or_default() + d);

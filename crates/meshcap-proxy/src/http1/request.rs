@@ -608,6 +608,18 @@ impl RequestHead {
     pub fn header(&self, name: &[u8]) -> Option<&[u8]> {
         self.headers().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
+    /// Every value of header `name` (lower-case), in arrival order.
+    ///
+    /// ```
+    /// use meshcap_proxy::http1::{Limits, RequestHead};
+    /// let mut head = RequestHead::new();
+    /// head.parse(b"GET / HTTP/1.1\r\nhost: a\r\nx-f: 1\r\nX-F: 2\r\n\r\n", &Limits::default())?;
+    /// assert_eq!(head.header_values(b"x-f").collect::<Vec<_>>(), [&b"1"[..], &b"2"[..]]);
+    /// # Ok::<(), meshcap_proxy::http1::RequestError>(())
+    /// ```
+    pub fn header_values<'a>(&'a self, name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers().filter(move |(n, _)| *n == name).map(|(_, v)| v)
+    }
     /// All header fields as received (names lower-cased, values trimmed), in order.
     pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.fields
