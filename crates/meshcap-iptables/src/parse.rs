@@ -257,10 +257,19 @@ fn parse_module(module: String, args: Vec<String>) -> Result<Match, ParseErrorKi
         },
         _ => None,
     };
-    if module.is_empty() || module.starts_with('-') {
+    if !plain_name(&module) {
         return Err(ParseErrorKind::MissingValue { option: "-m".into() });
     }
     Ok(typed.unwrap_or(Match::Other(OtherMatch { module, args })))
+}
+
+/// A match or target name: printable ASCII without blanks or quotes, not an option.
+fn plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '"' | '\'' | '\\'))
 }
 
 fn parse_port_match(args: &[String]) -> Option<PortMatch> {
@@ -334,7 +343,7 @@ fn parse_target(name: String, args: Vec<String>) -> Result<Target, ParseErrorKin
         }
         _ => None,
     };
-    if name.is_empty() || name.starts_with('-') {
+    if !plain_name(&name) {
         return Err(ParseErrorKind::MissingValue { option: "-j".into() });
     }
     Ok(typed.unwrap_or(Target::Other(OtherTarget { name, args })))
@@ -605,6 +614,8 @@ mod tests {
             "-s",
             "! ",
             "-x",
+            r#"-m "a b" -j RETURN"#,
+            r#"-j "A B""#,
             "-p tcp --dport 0",
         ] {
             assert!(bad.parse::<Rule>().is_err(), "{bad}");
