@@ -103,10 +103,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(meshcap_loadgen::run(&config)) {
-        Ok(report) if args.json => println!("{}", report.to_json()),
-        Ok(report) => print!("{report}"),
-        Err(e) => {
+    // A spawned task, not the `block_on` future itself: waking the latter from its own thread writes the
+    // runtime's eventfd every time, about one system call per request.
+    let outcome =
+        runtime.block_on(async move { tokio::spawn(async move { meshcap_loadgen::run(&config).await }).await });
+    match outcome {
+        Ok(Ok(report)) if args.json => println!("{}", report.to_json()),
+        Ok(Ok(report)) => print!("{report}"),
+        Ok(Err(e)) => {
             let mut message = e.to_string();
             let mut source = std::error::Error::source(&e);
             while let Some(cause) = source {
@@ -114,6 +118,10 @@ fn main() -> ExitCode {
                 source = cause.source();
             }
             eprintln!("loadgen: {message}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("loadgen: the run task failed: {e}");
             return ExitCode::FAILURE;
         }
     }

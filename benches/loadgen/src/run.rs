@@ -191,6 +191,11 @@ pub enum RunError {
 /// Run `config` to completion: open the connections, send on the timeline, wait for every measured
 /// request to complete or time out, and report.
 ///
+/// Drive it on a current-thread runtime (pin that thread with `taskset` for repeatable numbers), as a
+/// spawned task rather than the `block_on` future itself (waking the latter writes the runtime's eventfd
+/// on every wake-up); it needs tokio's IO and time drivers. It spawns nothing: the connections are
+/// futures of this one.
+///
 /// # The model
 ///
 /// Request `k` is due at `start + k / rate` ([`Schedule`]). Free connections queue (FIFO) for the next
@@ -206,9 +211,6 @@ pub enum RunError {
 /// timeout and its connection is closed. A reused keep-alive connection that turns out to have been
 /// closed by the server (write failure, or end of stream / reset before any byte of the response) is
 /// replaced and the request re-sent once, like HTTP clients do for idempotent requests.
-///
-/// Drive it on a current-thread runtime (pin that thread with `taskset` for repeatable numbers); it
-/// needs tokio's IO and time drivers. It spawns nothing: the connections are futures of this one.
 ///
 /// # Errors
 /// [`RunError`] when the target does not resolve, an initial connection fails, or the timer fails.

@@ -50,12 +50,16 @@ impl PreciseTimer {
                 it_value: value,
             };
             timerfd_settime(self.fd.get_ref(), TimerfdTimerFlags::empty(), &spec)?;
-            // Wait for the expiry; a stale readiness from the previous expiry reads EAGAIN and is cleared.
+            // Wait for the expiry. Reading it drains the one-shot timer, so the readiness is cleared right
+            // away instead of by an extra EAGAIN read next time.
             loop {
                 let mut guard = self.fd.readable().await?;
                 let mut expirations = [0u8; 8];
                 match guard.try_io(|fd| rustix::io::read(fd.get_ref(), &mut expirations).map_err(io::Error::from)) {
-                    Ok(Ok(_)) => break,
+                    Ok(Ok(_)) => {
+                        guard.clear_ready();
+                        break;
+                    }
                     Ok(Err(e)) => return Err(e),
                     Err(_would_block) => continue,
                 }
