@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use clap::{ArgAction, Args, Subcommand};
 use meshcap::iptables::{
-    Config, ConfigBuilder, Executor, Family, IpFamilyMode, Installer, Port, RuleSet, parse_duration,
-    parse_resolv_conf, render_dry_run,
+    Config, ConfigBuilder, Executor, Family, Installer, IpFamilyMode, Port, RuleSet, parse_duration, parse_resolv_conf,
+    render_dry_run,
 };
 
 /// Transparent-proxy capture rules (Kuma's `kumactl install transparent-proxy`).
@@ -38,10 +38,10 @@ struct Flags {
     kuma_dp_user: Option<String>,
     /// Port Envoy's inbound passthrough listener binds.
     #[arg(long, value_name = "PORT")]
-    redirect_inbound_port: Option<Port>,
+    redirect_inbound_port: Option<String>,
     /// Port Envoy's outbound passthrough listener binds.
     #[arg(long, value_name = "PORT")]
-    redirect_outbound_port: Option<Port>,
+    redirect_outbound_port: Option<String>,
     /// Capture inbound traffic (false for gateways).
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = ArgAction::Set)]
     redirect_inbound: Option<bool>,
@@ -61,14 +61,14 @@ struct Flags {
     #[arg(long, value_name = "SPEC")]
     exclude_outbound_ports_for_uids: Vec<String>,
     /// Redirect DNS to the resolvers of resolv.conf to the DNS proxy.
-    #[arg(long, conflicts_with = "redirect_all_dns_traffic")]
+    #[arg(long)]
     redirect_dns: bool,
     /// Redirect all DNS traffic to the DNS proxy.
     #[arg(long)]
     redirect_all_dns_traffic: bool,
     /// The DNS proxy port.
     #[arg(long, value_name = "PORT")]
-    redirect_dns_port: Option<Port>,
+    redirect_dns_port: Option<String>,
     /// Do not split DNS conntrack zones (no raw table rules).
     #[arg(long)]
     skip_dns_conntrack_zone_split: bool,
@@ -163,7 +163,11 @@ fn families(config: &Config, executor: &Executor) -> Vec<Family> {
             .command("cat")
             .arg("/proc/net/if_inet6")
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| !l.trim_end().ends_with(" lo")))
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| !l.trim_end().ends_with(" lo"))
+            })
             .unwrap_or(false);
         if has_v6 {
             out.push(Family::V6);
@@ -178,7 +182,10 @@ fn install(config: &Config, installer: &Installer, executor: &Executor) -> Outco
     for family in families(config, executor) {
         if family == Family::V6 {
             // Envoy re-originates inbound IPv6 traffic from ::6, which must exist on lo (kumactl does this).
-            let _ = executor.command("ip").args(["-6", "addr", "replace", "::6/128", "dev", "lo"]).status();
+            let _ = executor
+                .command("ip")
+                .args(["-6", "addr", "replace", "::6/128", "dev", "lo"])
+                .status();
         }
         let host = installer.probe_host(family)?;
         let rules = RuleSet::build_with(config, family, &host);
@@ -197,7 +204,10 @@ fn install(config: &Config, installer: &Installer, executor: &Executor) -> Outco
 fn uninstall(config: &Config, installer: &Installer) -> Outcome {
     for family in config.families() {
         let report = installer.uninstall(*family)?;
-        println!("{family}: removed {} rules and {} chains", report.removed_rules, report.removed_chains);
+        println!(
+            "{family}: removed {} rules and {} chains",
+            report.removed_rules, report.removed_chains
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -217,7 +227,13 @@ impl Flags {
     /// Defaults, then the `--config` sources in order, then the flags.
     fn config(&self) -> Result<Config, String> {
         let mut b = Config::builder();
-        for source in self.config.iter().flat_map(|c| c.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
+        for source in self
+            .config
+            .iter()
+            .flat_map(|c| c.split(','))
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             let text = if source == "-" {
                 let mut s = String::new();
                 std::io::stdin()
@@ -233,9 +249,11 @@ impl Flags {
         if let Some(name) = b.pending_user_name().map(str::to_string) {
             let uid = lookup_uid(&name).ok_or_else(|| format!("--kuma-dp-user: no user `{name}` in /etc/passwd"))?;
             b = b.proxy_uid(uid);
-        }
-        if self.redirect_dns {
-            b = b.redirect_dns([]);
+        } else if self.kuma_dp_user.is_none() && self.config.is_empty() && !uid_exists(meshcap::iptables::KUMA_DP_UID) {
+            // kumactl's default: UID 5678, else the user `kuma-dp`.
+            if let Some(uid) = lookup_uid("kuma-dp") {
+                b = b.proxy_uid(uid);
+            }
         }
         if b.needs_dns_resolvers() {
             let path = b.resolv_conf_path().unwrap_or("/etc/resolv.conf").to_string();
@@ -249,11 +267,11 @@ impl Flags {
         if let Some(u) = &self.kuma_dp_user {
             b = b.kuma_dp_user(u);
         }
-        if let Some(p) = self.redirect_inbound_port {
-            b = b.redirect_inbound_port(p);
+        if let Some(p) = &self.redirect_inbound_port {
+            b = b.redirect_inbound_port(port("--redirect-inbound-port", p)?);
         }
-        if let Some(p) = self.redirect_outbound_port {
-            b = b.redirect_outbound_port(p);
+        if let Some(p) = &self.redirect_outbound_port {
+            b = b.redirect_outbound_port(port("--redirect-outbound-port", p)?);
         }
         if let Some(on) = self.redirect_inbound {
             b = b.redirect_inbound(on);
@@ -276,8 +294,12 @@ impl Flags {
         if self.redirect_all_dns_traffic {
             b = b.capture_all_dns();
         }
-        if let Some(p) = self.redirect_dns_port {
-            b = b.redirect_dns_port(p);
+        if self.redirect_dns {
+            // Resolvers are read from resolv.conf once the whole configuration is known.
+            b = b.redirect_dns([]);
+        }
+        if let Some(p) = &self.redirect_dns_port {
+            b = b.redirect_dns_port(port("--redirect-dns-port", p)?);
         }
         if self.skip_dns_conntrack_zone_split {
             b = b.skip_dns_conntrack_zone_split(true);
@@ -322,13 +344,29 @@ impl Flags {
     }
 }
 
-/// A user's UID from /etc/passwd (name or numeric UID that exists).
+fn port(option: &'static str, text: &str) -> Result<Port, meshcap::iptables::ConfigError> {
+    text.parse::<Port>()
+        .map_err(|source| meshcap::iptables::ConfigError::Value { option, source })
+}
+
+/// The (user, uid) pairs of /etc/passwd.
+fn passwd() -> Vec<(String, u32)> {
+    let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split(':');
+            let user = fields.next()?;
+            let uid = fields.nth(1)?.parse::<u32>().ok()?;
+            Some((user.to_string(), uid))
+        })
+        .collect()
+}
+
+/// A user's UID from /etc/passwd.
 fn lookup_uid(name: &str) -> Option<u32> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        let user = fields.next()?;
-        let uid = fields.nth(1)?.parse::<u32>().ok()?;
-        (user == name).then_some(uid)
-    })
+    passwd().into_iter().find(|(user, _)| user == name).map(|(_, uid)| uid)
+}
+
+fn uid_exists(uid: u32) -> bool {
+    passwd().iter().any(|(_, u)| *u == uid)
 }
