@@ -128,3 +128,122 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 }
+
+/// A chunked body in one of the spellings senders use, optionally with one byte flipped.
+fn chunked_spelling() -> impl Strategy<Value = Vec<u8>> {
+    let chunk = (
+        prop::collection::vec(any::<u8>(), 1..40),
+        0usize..3,     // leading zeros
+        any::<bool>(), // upper-case hex
+        prop::sample::select(vec!["", " ", "\t", ";a=b", " ;x", ";q=\"v w\""]),
+        prop::sample::select(vec!["\r\n", "\n"]), // after the data
+    );
+    (
+        prop::collection::vec(chunk, 0..6),
+        prop::sample::select(vec!["", "x-t: 1\r\n", "a: b\r\nc: d\r\n"]),
+        prop::option::of((any::<prop::sample::Index>(), any::<u8>())),
+    )
+        .prop_map(|(chunks, trailers, flip)| {
+            let mut w = Vec::new();
+            for (data, zeros, upper, ext, end) in chunks {
+                let size = if upper {
+                    format!("{:X}", data.len())
+                } else {
+                    format!("{:x}", data.len())
+                };
+                w.extend_from_slice("0".repeat(zeros).as_bytes());
+                w.extend_from_slice(size.as_bytes());
+                w.extend_from_slice(ext.as_bytes());
+                w.extend_from_slice(b"\r\n");
+                w.extend_from_slice(&data);
+                w.extend_from_slice(end.as_bytes());
+            }
+            w.extend_from_slice(b"0\r\n");
+            w.extend_from_slice(trailers.as_bytes());
+            w.extend_from_slice(b"\r\n");
+            if let Some((i, b)) = flip {
+                let i = i.index(w.len());
+                w[i] = b;
+            }
+            w
+        })
+}
+
+fn ours(body: &[u8]) -> Option<Vec<u8>> {
+    let mut dec = ChunkedDecoder::new(&Limits::default());
+    let mut buf = BytesMut::from(body);
+    let mut out = Vec::new();
+    loop {
+        match dec.decode(&mut buf).ok()? {
+            DecodeStep::Data(d) => out.extend_from_slice(&d),
+            DecodeStep::Done => return Some(out),
+            _ => return None,
+        }
+    }
+}
+
+/// What a hyper server makes of the same chunked body (None: refused or incomplete).
+fn hypers(rt: &tokio::runtime::Runtime, body: &[u8]) -> Option<Vec<u8>> {
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncWriteExt;
+    rt.block_on(async {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let tx = std::sync::Mutex::new(Some(tx));
+        let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let tx = tx.lock().unwrap().take();
+            async move {
+                let got = req.into_body().collect().await.ok().map(|b| b.to_bytes().to_vec());
+                if let Some(tx) = tx {
+                    let _ = tx.send(got);
+                }
+                Ok::<_, hyper::Error>(hyper::Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
+            }
+        });
+        let conn = tokio::spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .half_close(true)
+                .serve_connection(hyper_util::rt::TokioIo::new(server), svc)
+                .await;
+        });
+        let _ = client
+            .write_all(b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n")
+            .await;
+        let _ = client.write_all(body).await;
+        let _ = client.shutdown().await;
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), rx)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+        conn.abort();
+        got
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Differential against hyper's chunked decoder: the two may disagree on *whether* to accept odd
+    /// spellings (Envoy-compatible leniency differs from hyper's), but never on the body of bytes both
+    /// accept — the property that keeps a proxy in front of a hyper server smuggling-free.
+    #[test]
+    fn never_a_different_body_than_hyper(wire in chunked_spelling()) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        if let (Some(a), Some(b)) = (ours(&wire), hypers(&rt, &wire)) {
+            prop_assert_eq!(a, b, "{:?}", String::from_utf8_lossy(&wire));
+        }
+    }
+
+    /// What we emit (canonical chunking) hyper accepts, with the same body.
+    #[test]
+    fn hyper_accepts_our_encoding(chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..100), 0..8)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let mut wire = Vec::new();
+        for c in &chunks {
+            encode_chunk(c, &mut wire);
+        }
+        wire.extend_from_slice(LAST_CHUNK);
+        prop_assert_eq!(hypers(&rt, &wire), Some(chunks.concat()));
+    }
+}
