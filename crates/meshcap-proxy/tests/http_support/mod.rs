@@ -109,7 +109,16 @@ impl Backend {
                 }
                 _ => {}
             }
-            let resp = canned(name).unwrap_or(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+            let huge;
+            let resp = if name == "huge_head" {
+                huge = format!(
+                    "HTTP/1.1 200 OK\r\nx-big: {}\r\ncontent-length: 2\r\n\r\nok",
+                    "x".repeat(70000)
+                );
+                huge.as_bytes()
+            } else {
+                canned(name).unwrap_or(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            };
             if s.write_all(resp).await.is_err() {
                 return;
             }
