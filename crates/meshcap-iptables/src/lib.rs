@@ -64,6 +64,8 @@
 //! * `parse` — [`Rule`]'s `FromStr`, [`RuleSet::parse`] / [`parse_save`] for restore and save text.
 //! * `install` — [`Executor`] (a command prefix), [`Backend`] detection, [`Installer`] with
 //!   `install`, `uninstall` and `verify` ([`DriftReport`]).
+//! * `nft` — [`RuleSet::render_nft`]: the same rules as a native `nft -f` script in tables of their
+//!   own, for hosts managed with nftables directly.
 //!
 //! # Kuma's quirks
 //!
@@ -101,6 +103,7 @@ mod config_file;
 mod error;
 mod install;
 mod model;
+mod nft;
 mod parse;
 mod render;
 mod types;
@@ -116,6 +119,7 @@ pub use model::{
     ChainRules, CtState, Log, LogLevel, Match, MultiportDirection, MultiportMatch, OtherMatch, OtherTarget, Policy,
     PortMatch, Position, PositionedRule, Protocol, Redirect, Rule, RuleBuilder, RuleSet, Table, TableRules, Target,
 };
+pub use nft::{NFT_COMMENT_MAX, NftError};
 pub use parse::parse_save;
 pub use render::render_dry_run;
 pub use types::{

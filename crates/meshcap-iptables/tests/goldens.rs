@@ -77,6 +77,17 @@ fn extras_restore_and_save() {
 }
 
 #[test]
+fn nft_scripts() {
+    let c = common::with_multiple_flags();
+    for (family, name) in [
+        (Family::V4, "with-multiple-flags-v4.nft"),
+        (Family::V6, "with-multiple-flags-v6.nft"),
+    ] {
+        check(name, &RuleSet::build(&c, family).render_nft("kuma-mesh").unwrap());
+    }
+}
+
+#[test]
 fn docker_host_and_long_uid_exclusions() {
     let ports: Vec<String> = (1..=20).map(|p| (p * 100).to_string()).collect();
     let c = Config::builder()
