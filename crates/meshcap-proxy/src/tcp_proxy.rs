@@ -126,6 +126,11 @@ impl TcpProxyConfig {
 }
 
 /// Envoy's `tcp.<stat_prefix>.*` statistics (the names in `reference/envoy/stats.txt`).
+///
+/// [`TcpProxy`] maintains `downstream_cx_total`, the byte totals and `idle_timeout`. The userspace copy
+/// holds at most one buffer per direction and applies backpressure by not reading, so the `*_buffered`
+/// gauges and the flow-control counters stay at zero; the remaining counters belong to features this
+/// filter does not have (routing delays, early data, maximum duration) and stay at zero as in Envoy.
 #[derive(Debug)]
 pub struct TcpProxyStats {
     prefix: String,
