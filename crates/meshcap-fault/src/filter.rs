@@ -1,6 +1,7 @@
 //! The per-request decisions, in Envoy's order.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::fmt;
 use std::num::NonZeroU64;
 use std::sync::Arc;
@@ -161,19 +162,35 @@ impl Decision {
     }
 }
 
-/// Per-request view of the `x-envoy-downstream-service-cluster` header.
-struct Downstream<'h> {
-    /// The header's value when present (possibly empty).
-    cluster: Option<Cow<'h, [u8]>>,
+/// Per-request view of the `x-envoy-downstream-service-cluster` header, read only when needed: for
+/// per-cluster runtime keys (when a runtime is consulted) and for per-cluster statistics (when a fault is
+/// injected). A request that gets no fault never looks at it.
+struct Downstream<'h, H: ?Sized> {
+    headers: &'h H,
+    cluster: OnceCell<Option<Cow<'h, [u8]>>>,
 }
 
-impl Downstream<'_> {
-    /// The per-cluster runtime key `fault.http.<cluster>.<suffix>` when the header is present (even
-    /// empty) and a runtime is consulted; without a runtime every key falls back to the configured value,
-    /// so none is built.
+impl<'h, H: RequestHeaders + ?Sized> Downstream<'h, H> {
+    fn new(headers: &'h H) -> Downstream<'h, H> {
+        Downstream {
+            headers,
+            cluster: OnceCell::new(),
+        }
+    }
+
+    /// The header's value when present (possibly empty).
+    fn cluster(&self) -> Option<&[u8]> {
+        self.cluster
+            .get_or_init(|| inline_value(self.headers, DOWNSTREAM_SERVICE_CLUSTER))
+            .as_deref()
+    }
+
+    /// The per-cluster runtime key `fault.http.<cluster>.<suffix>` when a runtime is consulted and the
+    /// header is present (even empty). Envoy then reads that key instead of the global one; without a
+    /// runtime every key falls back to the configured value, so none is built.
     fn key(&self, runtime: Option<&dyn Runtime>, suffix: &str) -> Option<String> {
-        let cluster = self.cluster.as_ref()?;
         runtime?;
+        let cluster = self.cluster()?;
         Some(format!("fault.http.{}.{suffix}", String::from_utf8_lossy(cluster)))
     }
 }
@@ -220,7 +237,13 @@ impl FaultFilter {
     /// 5. otherwise abort: sample, pick the status, take a slot ([`Action::Abort`]).
     ///
     /// A fault that finds `active_faults >= max_active_faults` is skipped and counted in
-    /// `faults_overflow`. A request with no fault headers whose faults do not fire costs no allocation.
+    /// `faults_overflow`. Each percentage takes one draw from `rng`, except where the outcome is fixed
+    /// (0 %, ≥ 100 %) and for a header-controlled fault whose value header is absent (Envoy draws and then
+    /// finds nothing to inject); only the number of draws differs from Envoy, never an outcome.
+    ///
+    /// The decision does not allocate (the first fault of a new downstream cluster creates its
+    /// counters), and a request that gets no fault does not even look at
+    /// `x-envoy-downstream-service-cluster` unless a runtime is set.
     pub fn decide<H, R>(&self, headers: &H, route_cluster: Option<&str>, rng: &mut R) -> Decision
     where
         H: RequestHeaders + ?Sized,
@@ -242,9 +265,7 @@ impl FaultFilter {
             return Decision::noop();
         }
 
-        let downstream = Downstream {
-            cluster: inline_value(headers, DOWNSTREAM_SERVICE_CLUSTER),
-        };
+        let downstream = Downstream::new(headers);
         let mut decision = Decision::noop();
 
         self.maybe_rate_limit(headers, &mut decision, rng);
@@ -282,9 +303,7 @@ impl FaultFilter {
         if !matches!(decision.action, Action::Delay(_)) {
             return decision;
         }
-        let downstream = Downstream {
-            cluster: inline_value(headers, DOWNSTREAM_SERVICE_CLUSTER),
-        };
+        let downstream = Downstream::new(headers);
         if let Some(abort) = self.abort_status(headers, &downstream, rng) {
             // The slot is already held; Envoy does not check for overflow again here.
             if decision.active.is_none() {
@@ -301,18 +320,21 @@ impl FaultFilter {
         decision
     }
 
-    fn record_abort(&self, downstream: &Downstream<'_>) {
+    fn record_abort<H: RequestHeaders + ?Sized>(&self, downstream: &Downstream<'_, H>) {
         self.stats.inc_aborts();
         if let Some(c) = self.cluster_stats(downstream) {
             c.inc_aborts();
         }
     }
 
-    fn cluster_stats(&self, downstream: &Downstream<'_>) -> Option<Arc<ClusterCounters>> {
+    fn cluster_stats<H: RequestHeaders + ?Sized>(
+        &self,
+        downstream: &Downstream<'_, H>,
+    ) -> Option<Arc<ClusterCounters>> {
         if self.config.downstream_cluster_stats_disabled() {
             return None;
         }
-        self.stats.cluster(downstream.cluster.as_deref()?)
+        self.stats.cluster(downstream.cluster()?)
     }
 
     /// Envoy's `tryIncActiveFaults`: one slot per request, overflow checked only when taking it.
@@ -342,33 +364,33 @@ impl FaultFilter {
         let Some(limit) = self.config.response_rate_limit() else {
             return;
         };
-        let percentage = match limit.kind() {
-            RateLimitKind::Header => header_percentage(headers, THROUGHPUT_RESPONSE_PERCENTAGE, limit.percentage()),
-            _ => limit.percentage(),
+        // A header-controlled limit without a (non-zero) rate header cannot fire: skip its draw.
+        let (kbps, percentage) = match limit.kind() {
+            RateLimitKind::Fixed(kbps) => (kbps, limit.percentage()),
+            _ => {
+                let Some(kbps) = headers
+                    .first(THROUGHPUT_RESPONSE)
+                    .and_then(parse_u64)
+                    .and_then(NonZeroU64::new)
+                else {
+                    return;
+                };
+                (
+                    kbps,
+                    header_percentage(headers, THROUGHPUT_RESPONSE_PERCENTAGE, limit.percentage()),
+                )
+            }
         };
         // No per-cluster key for the rate limit (an Envoy TODO).
         let key = self.config.runtime_keys().response_rate_limit_percent();
-        if !feature_enabled(self.runtime(), key, percentage, rng) {
-            return;
-        }
-        let kbps = match limit.kind() {
-            RateLimitKind::Fixed(kbps) => Some(kbps),
-            _ => headers
-                .first(THROUGHPUT_RESPONSE)
-                .and_then(parse_u64)
-                .and_then(NonZeroU64::new),
-        };
-        let Some(kbps) = kbps else {
-            return;
-        };
-        if !self.try_acquire(decision) {
+        if !feature_enabled(self.runtime(), key, percentage, rng) || !self.try_acquire(decision) {
             return;
         }
         self.stats.inc_response_rl();
         decision.rate_limit = Some(kbps);
     }
 
-    fn delay_duration<H, R>(&self, headers: &H, downstream: &Downstream<'_>, rng: &mut R) -> Option<Duration>
+    fn delay_duration<H, R>(&self, headers: &H, downstream: &Downstream<'_, H>, rng: &mut R) -> Option<Duration>
     where
         H: RequestHeaders + ?Sized,
         R: Random + ?Sized,
@@ -376,9 +398,13 @@ impl FaultFilter {
         let delay = self.config.delay()?;
         let runtime = self.runtime();
         let keys = self.config.runtime_keys();
-        let percentage = match delay.kind() {
-            DelayKind::Header => header_percentage(headers, DELAY_REQUEST_PERCENTAGE, delay.percentage()),
-            _ => delay.percentage(),
+        // A header-controlled delay without a delay header cannot fire: skip its draw.
+        let (configured_ms, percentage) = match delay.kind() {
+            DelayKind::Fixed(d) => (u64::try_from(d.as_millis()).unwrap_or(u64::MAX), delay.percentage()),
+            _ => (
+                headers.first(DELAY_REQUEST).and_then(parse_u64)?,
+                header_percentage(headers, DELAY_REQUEST_PERCENTAGE, delay.percentage()),
+            ),
         };
         // With a downstream cluster, its key is consulted instead of the global one.
         let cluster_key = downstream.key(runtime, "delay.fixed_delay_percent");
@@ -386,10 +412,6 @@ impl FaultFilter {
         if !feature_enabled(runtime, key, percentage, rng) {
             return None;
         }
-        let configured_ms = match delay.kind() {
-            DelayKind::Fixed(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
-            _ => headers.first(DELAY_REQUEST).and_then(parse_u64)?,
-        };
         let mut ms = integer(runtime, keys.delay_duration(), configured_ms);
         if let Some(key) = downstream.key(runtime, "delay.fixed_duration_ms") {
             ms = integer(runtime, &key, ms);
@@ -397,7 +419,7 @@ impl FaultFilter {
         (ms > 0).then(|| Duration::from_millis(ms))
     }
 
-    fn abort_status<H, R>(&self, headers: &H, downstream: &Downstream<'_>, rng: &mut R) -> Option<Abort>
+    fn abort_status<H, R>(&self, headers: &H, downstream: &Downstream<'_, H>, rng: &mut R) -> Option<Abort>
     where
         H: RequestHeaders + ?Sized,
         R: Random + ?Sized,
@@ -405,9 +427,28 @@ impl FaultFilter {
         let abort = self.config.abort()?;
         let runtime = self.runtime();
         let keys = self.config.runtime_keys();
-        let percentage = match abort.kind() {
-            AbortKind::Header => header_percentage(headers, ABORT_REQUEST_PERCENTAGE, abort.percentage()),
-            _ => abort.percentage(),
+        // The configured (or requested) status; a header-controlled abort without a usable status header
+        // cannot fire: skip its draw. The gRPC header counts only without a valid HTTP one.
+        let (http_default, grpc_default, percentage) = match abort.kind() {
+            AbortKind::Http(status) => (Some(status), None, abort.percentage()),
+            AbortKind::Grpc(status) => (None, Some(status), abort.percentage()),
+            _ => {
+                let http = headers
+                    .first(ABORT_REQUEST)
+                    .and_then(parse_u64)
+                    .filter(|s| (200..600).contains(s))
+                    .map(|s| s as u16);
+                let grpc = match http {
+                    Some(_) => None,
+                    // Parsed as a uint64 and narrowed, as Envoy's cast to the 32-bit status does.
+                    None => Some(headers.first(ABORT_GRPC_REQUEST).and_then(parse_u64)? as u32),
+                };
+                (
+                    http,
+                    grpc,
+                    header_percentage(headers, ABORT_REQUEST_PERCENTAGE, abort.percentage()),
+                )
+            }
         };
         // With a downstream cluster, its key is consulted instead of the global one.
         let cluster_key = downstream.key(runtime, "abort.abort_percent");
@@ -415,35 +456,23 @@ impl FaultFilter {
         if !feature_enabled(runtime, key, percentage, rng) {
             return None;
         }
-
-        let configured_http = match abort.kind() {
-            AbortKind::Http(status) => Some(status),
-            AbortKind::Header => headers
-                .first(ABORT_REQUEST)
-                .and_then(parse_u64)
-                .filter(|s| (200..600).contains(s))
-                .map(|s| s as u16),
-            _ => None,
-        };
-        let (http_status, grpc_status) = if let Some(default) = configured_http {
-            let mut status = runtime_status(runtime, keys.abort_http_status(), default);
-            // Envoy's per-cluster lookup falls back to the configured status, not the global override.
-            if let Some(key) = downstream.key(runtime, "abort.http_status") {
-                status = runtime_status(runtime, &key, default);
+        let (http_status, grpc_status) = match (http_default, grpc_default) {
+            (Some(default), _) => {
+                let mut status = runtime_status(runtime, keys.abort_http_status(), default);
+                // Envoy's per-cluster lookup falls back to the configured status, not the global override.
+                if let Some(key) = downstream.key(runtime, "abort.http_status") {
+                    status = runtime_status(runtime, &key, default);
+                }
+                (status, None)
             }
-            (status, None)
-        } else {
-            let default = match abort.kind() {
-                AbortKind::Grpc(status) => Some(status),
-                // Parsed as a uint64 and narrowed, as Envoy's cast to the 32-bit status does.
-                AbortKind::Header => headers.first(ABORT_GRPC_REQUEST).and_then(parse_u64).map(|s| s as u32),
-                _ => None,
-            }?;
-            let mut status = integer(runtime, keys.abort_grpc_status(), u64::from(default)) as u32;
-            if let Some(key) = downstream.key(runtime, "abort.grpc_status") {
-                status = integer(runtime, &key, u64::from(default)) as u32;
+            (None, Some(default)) => {
+                let mut status = integer(runtime, keys.abort_grpc_status(), u64::from(default)) as u32;
+                if let Some(key) = downstream.key(runtime, "abort.grpc_status") {
+                    status = integer(runtime, &key, u64::from(default)) as u32;
+                }
+                (200, Some(status))
             }
-            (200, Some(status))
+            (None, None) => return None,
         };
         let grpc_request = inline_value(headers, CONTENT_TYPE).is_some_and(|ct| is_grpc_content_type(&ct));
         Some(Abort {
