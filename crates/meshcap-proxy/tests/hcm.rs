@@ -516,6 +516,10 @@ async fn filter_delays_then_aborts_like_envoys_fault_filter() {
     );
     let s = &**hcm.stats();
     assert_eq!(stat(s, "http.localhost_5000.downstream_rq_5xx"), 2);
+    assert_eq!(
+        stat(s, "http.localhost_5000.downstream_rq_response_before_rq_complete"),
+        1
+    );
     assert_eq!(stat(s, "http.localhost_5000.downstream_rq_completed"), 2);
     assert_eq!(stat(s, "http.localhost_5000.downstream_rq_active"), 0);
     assert_eq!(stat(s, "http.localhost_5000.downstream_cx_active"), 0);

@@ -309,6 +309,10 @@ where
         close: bool,
         details: &'static str,
     ) -> Outcome {
+        if ex.rx_pending {
+            // Envoy counts a reply sent before the request body was read (reference e2e B2).
+            self.inner.stats.hcm.downstream_rq_response_before_rq_complete.inc();
+        }
         let close = close || !self.head.keep_alive() || ex.rx_pending;
         self.date.update(SystemTime::now());
         self.out.clear();
