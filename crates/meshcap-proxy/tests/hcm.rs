@@ -258,9 +258,17 @@ async fn hyper_client_through_the_proxy_to_a_hyper_server() {
         let got = resp.into_body().collect().await.expect("body").to_bytes();
         assert_eq!(got, body.len().to_string());
     }
+    // Close the client; once the proxy has closed its side every request has been accounted.
+    drop(send);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while stat(&*stats, "http.localhost_5000.downstream_cx_active") != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "connection never closed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     assert_eq!(stat(&*stats, "http.localhost_5000.downstream_rq_2xx"), 3);
+    assert_eq!(stat(&*stats, "http.localhost_5000.downstream_rq_completed"), 3);
     assert_eq!(stat(&*stats, "http.localhost_5000.downstream_cx_total"), 1);
-    assert_eq!(stat(&*stats, "http.localhost_5000.downstream_cx_active"), 1);
+    assert_eq!(stat(&*stats, "http.localhost_5000.downstream_cx_destroy_remote"), 1);
     assert_eq!(
         stat(
             &*stats,
