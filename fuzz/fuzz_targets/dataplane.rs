@@ -27,10 +27,15 @@ fuzz_target!(|data: &[u8]| {
         let _ = resources.bootstrap_json();
         let at = Timestamp::from_unix(0, 0).expect("epoch");
         let dump = resources.config_dump_json(&ConfigDumpOptions::new(at));
-        assert!(dump.ends_with("SecretsConfigDump\"\n  }\n ]\n}\n"), "six entries, secrets last");
+        assert!(
+            dump.ends_with("SecretsConfigDump\"\n  }\n ]\n}\n"),
+            "six entries, secrets last"
+        );
         for listener in resources.listeners() {
             for direction in [TrafficDirection::Inbound, TrafficDirection::Outbound] {
-                let owner = resources.listener_for(direction, listener.address()).expect("own address");
+                let owner = resources
+                    .listener_for(direction, listener.address())
+                    .expect("own address");
                 assert_eq!(owner.address(), listener.address());
             }
         }
