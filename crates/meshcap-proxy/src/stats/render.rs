@@ -4,10 +4,11 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use regex::Regex;
 
-use super::tags::{Tag, TagExtractor};
+use super::tags::{Extracted, Tag, TagExtractor};
 use super::{Snapshot, Stat, StatKind, StatValue, StatsError};
 
 /// Which statistics an admin request asks for (Envoy's `usedonly` and `filter=` query parameters).
@@ -91,7 +92,7 @@ fn push_labels(out: &mut String, tags: &[Tag]) {
 struct Family<'a> {
     kind: StatKind,
     extracted: String,
-    members: Vec<(&'a Stat, Vec<Tag>)>,
+    members: Vec<(&'a Stat, Arc<Extracted>)>,
 }
 
 impl Snapshot {
@@ -114,7 +115,8 @@ impl Snapshot {
                 out.push(',');
             }
             out.push_str("{\"name\":");
-            out.push_str(&serde_json::Value::String(stat.name.clone()).to_string());
+            // Serialising a string cannot fail.
+            out.push_str(&serde_json::to_string(&stat.name).unwrap_or_default());
             let _ = write!(out, ",\"value\":{}}}", stat.value);
         }
         out.push_str("]}");
@@ -134,17 +136,17 @@ impl Snapshot {
         let mut families: Vec<Family<'_>> = Vec::new();
         let mut index: BTreeMap<(StatKind, String), usize> = BTreeMap::new();
         for stat in &self.stats {
-            let extracted = extractor.extract(&stat.name);
+            let extracted = extractor.extract_cached(&stat.name);
             let kind = stat.value.kind();
             let slot = *index.entry((kind, extracted.name.clone())).or_insert_with(|| {
                 families.push(Family {
                     kind,
-                    extracted: extracted.name,
+                    extracted: extracted.name.clone(),
                     members: Vec::new(),
                 });
                 families.len() - 1
             });
-            families[slot].members.push((stat, extracted.tags));
+            families[slot].members.push((stat, extracted));
         }
         families.sort_by(|a, b| a.kind.cmp(&b.kind).then_with(|| cmp_tokens(&a.extracted, &b.extracted)));
 
@@ -156,10 +158,10 @@ impl Snapshot {
             push_sanitized(&mut metric, &family.extracted);
             let _ = writeln!(out, "# TYPE {metric} {}", family.kind);
             family.members.sort_by(|(a, _), (b, _)| cmp_tokens(&a.name, &b.name));
-            for (stat, tags) in &family.members {
+            for (stat, extracted) in &family.members {
                 out.push_str(&metric);
                 out.push('{');
-                push_labels(&mut out, tags);
+                push_labels(&mut out, &extracted.tags);
                 let _ = writeln!(out, "}} {}", stat.value);
             }
         }

@@ -35,7 +35,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use regex::bytes::Regex;
 
@@ -223,7 +223,12 @@ pub struct TagExtractor {
     any: Vec<Extractor>,
     /// Extractors that apply only when the first token of the name is the key.
     by_prefix: HashMap<&'static str, Vec<Extractor>>,
+    /// Results by name: statistic names are stable, so scrapes after the first hit this.
+    cache: Mutex<HashMap<Box<str>, Arc<Extracted>>>,
 }
+
+/// Entries kept in the extraction cache before it starts over (a bound against unbounded name churn).
+const CACHE_LIMIT: usize = 1 << 16;
 
 impl fmt::Debug for TagExtractor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -315,7 +320,25 @@ impl TagExtractor {
                 by_prefix.entry(prefix).or_default().push(e);
             }
         }
-        TagExtractor { any, by_prefix }
+        TagExtractor {
+            any,
+            by_prefix,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// [`extract`](Self::extract), remembering the result for the next call with the same name.
+    pub fn extract_cached(&self, name: &str) -> Arc<Extracted> {
+        if let Some(hit) = self.cache.lock().unwrap_or_else(PoisonError::into_inner).get(name) {
+            return hit.clone();
+        }
+        let extracted = Arc::new(self.extract(name));
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(name.into(), extracted.clone());
+        extracted
     }
 
     /// Split `name` into its tag-extracted name and tags.
@@ -354,6 +377,10 @@ impl Matcher {
                 negative,
             } => {
                 if !substr.is_empty() && !name.contains(substr) {
+                    return None;
+                }
+                // The DFA answers "no match" far faster than a capturing search.
+                if !regex.is_match(name.as_bytes()) {
                     return None;
                 }
                 let caps = regex.captures(name.as_bytes())?;
@@ -595,6 +622,17 @@ mod tests {
                 ])
             )
         );
+    }
+
+    #[test]
+    fn cached_extraction_equals_direct() {
+        let e = TagExtractor::envoy_default();
+        for name in ["listener.0.0.0.0_15001.worker_0.downstream_cx_total", "server.live", ""] {
+            let first = e.extract_cached(name);
+            let again = e.extract_cached(name);
+            assert!(Arc::ptr_eq(&first, &again));
+            assert_eq!(*first, e.extract(name));
+        }
     }
 
     #[test]
