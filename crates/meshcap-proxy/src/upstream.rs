@@ -99,7 +99,10 @@ impl Connector {
         self
     }
 
-    /// Kuma's inbound passthrough sources: `127.0.0.6` for IPv4, `::6` for IPv6.
+    /// Kuma's inbound passthrough sources: `127.0.0.6` for IPv4, `::6` for IPv6. `127.0.0.6` is local on
+    /// every Linux host (all of `127/8` is); `::6` must be assigned (`ip -6 addr add ::6/128 dev lo`, as
+    /// the capture set-up does) or the connector built with [`freebind`](Self::freebind), else connects
+    /// fail with [`ConnectError::Bind`].
     pub fn inbound_passthrough(self) -> Connector {
         self.bind_source(INBOUND_PASSTHROUGH_SOURCE_V4.into())
             .bind_source(INBOUND_PASSTHROUGH_SOURCE_V6.into())
