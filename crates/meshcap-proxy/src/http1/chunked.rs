@@ -364,7 +364,11 @@ mod tests {
 
     #[test]
     fn caps_extensions_and_trailers() {
-        let limits = Limits { max_chunk_extension_bytes: 4, max_trailer_bytes: 8, ..Limits::default() };
+        let limits = Limits {
+            max_chunk_extension_bytes: 4,
+            max_trailer_bytes: 8,
+            ..Limits::default()
+        };
         let mut dec = ChunkedDecoder::new(&limits);
         let mut buf = BytesMut::from(&b"1;abcde\r\n"[..]);
         assert_eq!(dec.decode(&mut buf), Err(ChunkedError::ExtensionsTooLarge { limit: 4 }));
