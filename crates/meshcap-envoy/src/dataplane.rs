@@ -107,7 +107,7 @@ pub enum IpFamilyMode {
     DualStack,
     /// IPv4 only: no IPv6 passthrough listeners or clusters.
     Ipv4,
-    /// IPv6 (Kuma 2.9 generates the same resources as for dual stack).
+    /// IPv6: both passthrough pairs, as for dual stack (Kuma leaves out the IPv6 pair only under IPv4).
     Ipv6,
 }
 
