@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use meshcap_fault::{FastRng, FaultConfig, FaultFilter, FaultStats, RateLimiter, ReplyContext};
+use meshcap_fault::{FastRng, FaultConfig, FaultFilter, FaultStats, Random, RateLimiter, ReplyContext};
 
 /// A browser-like request without any fault header.
 const REQUEST: [(&str, &str); 8] = [
@@ -33,7 +33,11 @@ fn decide(c: &mut Criterion) {
     let mut group = c.benchmark_group("decide");
     let mut rng = FastRng::seed_from_u64(1);
 
-    // A fixed delay and abort at 0 %: the "no fault applies" path.
+    // The measurement floor on this machine (loop, black_box, a random draw): subtract it mentally when
+    // the host is busy.
+    group.bench_function("baseline_one_random_draw", |b| b.iter(|| black_box(rng.next_u64())));
+
+    // A fixed delay and abort at 0 %: the "no fault applies" path (the filter knows nothing can fire).
     let zero = filter(
         r#"{"delay": {"fixed_delay": "5s", "percentage": {"numerator": 0}},
             "abort": {"http_status": 503, "percentage": {"numerator": 0}}}"#,
@@ -51,6 +55,17 @@ fn decide(c: &mut Criterion) {
     }
     group.bench_function("no_fault_headers_0_percent_httparse", |b| {
         b.iter(|| black_box(zero.decide(black_box(&parsed[..]), Some("localhost:5000"), &mut rng)))
+    });
+
+    // The same 0 % filter with an (empty) runtime attached: runtime keys could enable the faults, so the
+    // full decision runs (eligibility, runtime lookups, no draws).
+    let zero_rt = filter(
+        r#"{"delay": {"fixed_delay": "5s", "percentage": {"numerator": 0}},
+            "abort": {"http_status": 503, "percentage": {"numerator": 0}}}"#,
+    )
+    .with_runtime(std::sync::Arc::new(meshcap_fault::RuntimeSnapshot::new()));
+    group.bench_function("no_fault_headers_0_percent_with_runtime", |b| {
+        b.iter(|| black_box(zero_rt.decide(black_box(&REQUEST[..]), Some("localhost:5000"), &mut rng)))
     });
 
     // Kuma's default shape: a 5 s delay for 0.5 % of requests (the draw happens, rarely fires).

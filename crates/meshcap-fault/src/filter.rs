@@ -42,6 +42,9 @@ pub struct FaultFilter {
     config: Arc<FaultConfig>,
     stats: Arc<FaultStats>,
     runtime: Option<Arc<dyn Runtime>>,
+    /// No fault can ever fire: every configured percentage is 0 and no runtime can raise it. (Header
+    /// percentages only lower the configured one.) Decisions are then a constant no-op.
+    inert: bool,
 }
 
 /// What to do with the request now.
@@ -188,6 +191,7 @@ impl<'h, H: RequestHeaders + ?Sized> Downstream<'h, H> {
     /// The per-cluster runtime key `fault.http.<cluster>.<suffix>` when a runtime is consulted and the
     /// header is present (even empty). Envoy then reads that key instead of the global one; without a
     /// runtime every key falls back to the configured value, so none is built.
+    #[inline]
     fn key(&self, runtime: Option<&dyn Runtime>, suffix: &str) -> Option<String> {
         runtime?;
         let cluster = self.cluster()?;
@@ -199,10 +203,15 @@ impl FaultFilter {
     /// A filter for `config`, counting into `stats`, with no runtime (every runtime key falls back to the
     /// configured value, as in Envoy with an empty runtime).
     pub fn new(config: Arc<FaultConfig>, stats: Arc<FaultStats>) -> FaultFilter {
+        let never = |p: Option<crate::config::FractionalPercent>| p.is_none_or(|p| p.is_never());
+        let inert = never(config.abort().map(|a| a.percentage()))
+            && never(config.delay().map(|d| d.percentage()))
+            && never(config.response_rate_limit().map(|r| r.percentage()));
         FaultFilter {
             config,
             stats,
             runtime: None,
+            inert,
         }
     }
 
@@ -210,6 +219,7 @@ impl FaultFilter {
     #[must_use]
     pub fn with_runtime(mut self, runtime: Arc<dyn Runtime>) -> FaultFilter {
         self.runtime = Some(runtime);
+        self.inert = false;
         self
     }
 
@@ -244,7 +254,20 @@ impl FaultFilter {
     /// The decision does not allocate (the first fault of a new downstream cluster creates its
     /// counters), and a request that gets no fault does not even look at
     /// `x-envoy-downstream-service-cluster` unless a runtime is set.
+    #[inline]
     pub fn decide<H, R>(&self, headers: &H, route_cluster: Option<&str>, rng: &mut R) -> Decision
+    where
+        H: RequestHeaders + ?Sized,
+        R: Random + ?Sized,
+    {
+        if self.inert {
+            // Nothing can fire (all percentages 0, no runtime): Envoy would only sample and find nothing.
+            return Decision::noop();
+        }
+        self.decide_eligible(headers, route_cluster, rng)
+    }
+
+    fn decide_eligible<H, R>(&self, headers: &H, route_cluster: Option<&str>, rng: &mut R) -> Decision
     where
         H: RequestHeaders + ?Sized,
         R: Random + ?Sized,
