@@ -8,7 +8,11 @@ use meshcap_loadgen::{Response, ResponseParser};
 /// Feed `input` in pieces of `step` bytes, keeping unconsumed bytes as a connection would. Returns the
 /// framed response and how many bytes it spanned, or `None` for an error or an incomplete response.
 fn frame(input: &[u8], step: usize, head: bool) -> Option<(Response, usize)> {
-    let mut parser = if head { ResponseParser::for_head_request() } else { ResponseParser::new() };
+    let mut parser = if head {
+        ResponseParser::for_head_request()
+    } else {
+        ResponseParser::new()
+    };
     let mut pending = Vec::new();
     let (mut fed, mut consumed) = (0, 0);
     loop {
@@ -22,7 +26,10 @@ fn frame(input: &[u8], step: usize, head: bool) -> Option<(Response, usize)> {
             return Some((response, consumed));
         }
         if fed == input.len() {
-            return parser.finish().ok().map(|response| (response, consumed + pending.len()));
+            return parser
+                .finish()
+                .ok()
+                .map(|response| (response, consumed + pending.len()));
         }
         let end = (fed + step).min(input.len());
         pending.extend_from_slice(&input[fed..end]);

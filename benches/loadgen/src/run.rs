@@ -360,19 +360,28 @@ impl Shared {
         }))
     }
 
-    fn record(&self, job: Job, sent: Instant, done: Instant, outcome: &Result<Response, Failure>) {
+    /// Count a measured request's outcome; `sent` is `None` for one that timed out while queued.
+    fn record(&self, job: Job, sent: Option<Instant>, done: Instant, outcome: &Result<Response, Failure>) {
         if !job.measured {
             return;
         }
         let mut stats = self.stats();
-        stats.send_delay.record(nanos(sent - job.intended));
+        if let Some(sent) = sent {
+            stats
+                .send_delay
+                .record(nanos(sent.saturating_duration_since(job.intended)));
+        }
         match outcome {
             Ok(response) => {
                 stats.last_response = Some(stats.last_response.map_or(done, |last| last.max(done)));
                 if (200..300).contains(&response.status()) {
                     stats.counts.ok += 1;
-                    stats.latency.record(nanos(done - job.intended));
-                    stats.service.record(nanos(done - sent));
+                    stats
+                        .latency
+                        .record(nanos(done.saturating_duration_since(job.intended)));
+                    if let Some(sent) = sent {
+                        stats.service.record(nanos(done.saturating_duration_since(sent)));
+                    }
                 } else {
                     stats.counts.non_2xx += 1;
                     stats.note_error(|| format!("status {}", response.status()));
@@ -474,7 +483,7 @@ async fn drive(shared: &Shared, stream: TcpStream) -> Result<(), RunError> {
         let sent = Instant::now();
         if sent >= deadline {
             // Queued past its deadline: a timeout, never sent.
-            shared.record(job, sent, sent, &Err(Failure::Timeout));
+            shared.record(job, None, sent, &Err(Failure::Timeout));
             conn = Some(stream);
             continue;
         }
@@ -500,7 +509,7 @@ async fn drive(shared: &Shared, stream: TcpStream) -> Result<(), RunError> {
             }
         }
         let done = Instant::now();
-        shared.record(job, sent, done, &outcome);
+        shared.record(job, Some(sent), done, &outcome);
         if let Ok(response) = outcome {
             served += 1;
             if alive && response.keep_alive() && !shared.closes {
