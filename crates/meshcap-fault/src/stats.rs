@@ -76,7 +76,9 @@ impl ClusterCounters {
 /// send, exactly as in Envoy; disable them when that header is not trusted.
 ///
 /// Envoy's default tag extraction (`http.*.fault.$.**`, then `http.$.**`) renders them in Prometheus as
-/// `envoy_http_fault_aborts_injected{envoy_fault_downstream_cluster="frontend",envoy_http_conn_manager_prefix="localhost_5000"}`.
+/// `envoy_http_fault_aborts_injected{envoy_fault_downstream_cluster="frontend",envoy_http_conn_manager_prefix="localhost_5000"}`
+/// (observed on Envoy 1.40). The tag takes one dot-separated token only: a cluster `we.ird:na_me` becomes
+/// `envoy_http_fault_ird_na_me_aborts_injected{envoy_fault_downstream_cluster="we",…}`.
 ///
 /// ```
 /// use meshcap_fault::FaultStats;

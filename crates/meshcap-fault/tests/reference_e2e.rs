@@ -541,3 +541,45 @@ fn phase_b_abort_503_matches_envoy() {
 fn phase_c_header_controlled_faults_match_envoy() {
     run_phase("phase_c_header_controlled_faults_match_envoy", &PHASE_C);
 }
+
+/// The boot-time fault statistics of the static capture (`reference/envoy/stats.txt`) and their kinds as
+/// Envoy's Prometheus output types them (`stats_prometheus.txt`).
+#[test]
+fn boot_statistics_match_envoy_names_values_and_kinds() {
+    let Some(dir) = meshcap_testns::reference_dir("boot_statistics_match_envoy_names_values_and_kinds") else {
+        return;
+    };
+    let dir = dir.join("envoy");
+    let stats = FaultStats::new("localhost_5000");
+    let mut ours = Vec::new();
+    stats.visit(|s| ours.push((s.name().to_owned(), s.value(), s.kind())));
+
+    let text = String::from_utf8(read(&dir, "stats.txt")).unwrap();
+    let recorded: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("http.localhost_5000.fault."))
+        .map(str::to_owned)
+        .collect();
+    let rendered: Vec<String> = ours.iter().map(|(n, v, _)| format!("{n}: {v}")).collect();
+    assert_eq!(rendered, recorded, "stats.txt");
+
+    let prometheus = String::from_utf8(read(&dir, "stats_prometheus.txt")).unwrap();
+    for (name, value, kind) in &ours {
+        let base = name.strip_prefix("http.localhost_5000.fault.").unwrap();
+        let metric = format!("envoy_http_fault_{base}");
+        let kind = match kind {
+            meshcap_fault::StatKind::Counter => "counter",
+            meshcap_fault::StatKind::Gauge => "gauge",
+        };
+        assert!(
+            prometheus.contains(&format!("# TYPE {metric} {kind}\n")),
+            "{metric} as {kind}"
+        );
+        assert!(
+            prometheus.contains(&format!(
+                "{metric}{{envoy_http_conn_manager_prefix=\"localhost_5000\"}} {value}\n"
+            )),
+            "{metric} sample"
+        );
+    }
+}
