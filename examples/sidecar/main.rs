@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Transparent-proxy capture rules: render|install|uninstall|verify with kumactl's flags.
-    Iptables(iptables::IptablesArgs),
+    Iptables(Box<iptables::IptablesArgs>),
     /// Print the Envoy bootstrap (or /config_dump) of a Kuma Dataplane and its policies.
     EnvoyConfig(envoy_config::EnvoyConfigArgs),
 }
@@ -33,7 +33,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Iptables(args) => iptables::run(args),
+        Command::Iptables(args) => iptables::run(*args),
         Command::EnvoyConfig(args) => envoy_config::run(args),
     }
 }
