@@ -135,7 +135,8 @@ impl ReplyContext {
 
     /// The request was not complete when the reply was made (an HTTP/1.1 request with `content-length > 0`
     /// or chunked framing whose body was not read yet): Envoy then adds `connection: close` and closes the
-    /// connection after the reply.
+    /// connection after the reply. After a delay the body has normally been buffered (Envoy reads it while
+    /// waiting), so an abort that follows a delay usually has no pending body.
     #[must_use]
     pub const fn request_body_pending(mut self, pending: bool) -> ReplyContext {
         self.body_pending = pending;

@@ -569,7 +569,7 @@ fn fault_filter_matches_a_live_envoy() {
     );
     let max_stats = Arc::new(FaultStats::new("live_max"));
     let max_filter = FaultFilter::new(max_config, Arc::clone(&max_stats));
-    let held = Req::get(&[("x-envoy-fault-delay-request", "1000")]).raw(10_000);
+    let held = Req::get(&[("x-envoy-fault-delay-request", "2000")]).raw(10_000);
     let second = Req::get(&[("x-envoy-fault-abort-request", "503")]).raw(10_001);
     let held_thread = std::thread::spawn(move || exchange(max_addr, &held, false));
     let active = wait_until(Duration::from_secs(10), || {
@@ -584,9 +584,9 @@ fn fault_filter_matches_a_live_envoy() {
         String::from_utf8_lossy(&held_reply)
     );
 
-    let held_req = [("x-envoy-fault-delay-request", "1000")];
+    let held_req = [("x-envoy-fault-delay-request", "2000")];
     let held_decision = max_filter.decide(&held_req, None, &mut rng);
-    assert!(matches!(held_decision.action(), Action::Delay(d) if d.as_millis() == 1000));
+    assert!(matches!(held_decision.action(), Action::Delay(d) if d.as_millis() == 2000));
     let second_decision = max_filter.decide(&[("x-envoy-fault-abort-request", "503")], None, &mut rng);
     assert!(second_decision.is_noop(), "{second_decision:?}");
     assert!(
