@@ -454,7 +454,9 @@ mod tests {
 
     #[test]
     fn interim_responses_are_skipped() {
-        let r = one(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n");
+        let r = one(b"HTTP/1.1 100 Continue\r\n\r\n\
+                      HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n\
+                      HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n");
         assert_eq!(r.status(), 201);
         assert_eq!(
             err(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\n\r\n"),

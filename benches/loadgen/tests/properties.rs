@@ -202,7 +202,10 @@ proptest! {
     }
 
     #[test]
-    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512), split in any::<prop::sample::Index>()) {
+    fn arbitrary_bytes_never_panic(
+        bytes in prop::collection::vec(any::<u8>(), 0..512),
+        split in any::<prop::sample::Index>(),
+    ) {
         let at = split.index(bytes.len() + 1);
         let mut parser = ResponseParser::new();
         if let Ok((used, None)) = parser.parse(&bytes[..at]) {

@@ -144,6 +144,37 @@ async fn failures_are_counted_once_each() {
 }
 
 #[tokio::test]
+async fn requests_left_unsent_by_a_vanished_server_are_timeouts() {
+    // One connection at 100/s for 500 ms (50 requests). Request 5 makes the server stop listening and
+    // close the connection unanswered: the generator re-sends it once on a new connection, which is
+    // refused, so it is a read error; every later request finds no connection until the run ends and
+    // is counted as a timeout without ever being sent.
+    let server = TestServer::start(|n| if n == 5 { Action::Shutdown } else { Action::Ok });
+    let config = Config::builder(Request::new(server.url().parse().unwrap()), "100".parse().unwrap())
+        .connections(1)
+        .warmup(Duration::ZERO)
+        .duration(Duration::from_millis(500))
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let report = run_ok(&config).await;
+    println!("{report}");
+    let r = report.requests();
+    assert_eq!(r.scheduled(), 50);
+    assert_eq!((r.ok(), r.read_error(), r.timeout()), (5, 1, 44), "{r:?}");
+    outcomes_add_up(&report);
+    assert_eq!(server.received(), 6);
+    assert_eq!(
+        report.send_delay().count(),
+        6,
+        "only the six requests sent have a send delay"
+    );
+    assert!(report.connect_failures() >= 1);
+    assert_eq!(report.connections_opened(), 1);
+    assert_eq!(report.errors(), 45 + report.connect_failures());
+}
+
+#[tokio::test]
 async fn chunked_bodies_keep_the_connection() {
     let server = TestServer::start(|_| Action::Chunked);
     let report = run_ok(&config(&server.url(), 1000, 2, 0, 200)).await;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 /// What the server does with one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +35,8 @@ pub enum Action {
     Truncated,
     /// Answer with bytes that are not HTTP.
     Garbage,
+    /// Stop listening (new connections are refused) and close this connection without answering.
+    Shutdown,
 }
 
 /// The running server; stops when dropped.
@@ -100,21 +102,37 @@ async fn serve(
     stop: oneshot::Receiver<()>,
 ) {
     let listener = TcpListener::from_std(listener).expect("tokio listener");
+    // `shutdown.0` asks the accept loop to stop listening, `shutdown.1` says it has.
+    let shutdown = Arc::new((Notify::new(), Notify::new()));
+    let mut stop = stop;
     let accept = async {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            tokio::spawn(connection(stream, Arc::clone(&counter), Arc::clone(&behaviour)));
+            let (counter, behaviour, shutdown) = (Arc::clone(&counter), Arc::clone(&behaviour), Arc::clone(&shutdown));
+            tokio::spawn(connection(stream, counter, behaviour, shutdown));
         }
     };
-    tokio::select! {
-        () = accept => {}
-        _ = stop => {}
+    let stopped = tokio::select! {
+        () = accept => true,
+        () = shutdown.0.notified() => false,
+        _ = &mut stop => true,
+    };
+    if !stopped {
+        // Refuse new connections; keep serving the open ones until told to stop.
+        drop(listener);
+        shutdown.1.notify_one();
+        let _ = stop.await;
     }
 }
 
-async fn connection(mut stream: TcpStream, counter: Arc<AtomicU64>, behaviour: Behaviour) {
+async fn connection(
+    mut stream: TcpStream,
+    counter: Arc<AtomicU64>,
+    behaviour: Behaviour,
+    shutdown: Arc<(Notify, Notify)>,
+) {
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -159,6 +177,12 @@ async fn connection(mut stream: TcpStream, counter: Arc<AtomicU64>, behaviour: B
                 return;
             }
             Action::Close => return,
+            Action::Shutdown => {
+                // Close this connection only once the listener is gone, so a reconnect cannot slip in.
+                shutdown.0.notify_one();
+                shutdown.1.notified().await;
+                return;
+            }
             Action::Truncated => {
                 let _ = stream
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nok")
