@@ -15,8 +15,9 @@ fuzz_target!(|data: &[u8]| {
         entry.response_code = 503;
         entry.response_flags = ResponseFlags::FAULT_INJECTED | ResponseFlags::DELAY_INJECTED;
         entry.duration = Some(Duration::from_millis(5));
-        let line = format.format(&entry);
-        assert!(!line.contains("%START_TIME%"));
+        // Rendering is deterministic (`%%` may legitimately produce `%START_TIME%` text, so no content
+        // check beyond that).
+        assert_eq!(format.format(&entry), format.format(&entry));
     }
     if let Ok(flags) = text.parse::<ResponseFlags>() {
         // Printing and parsing again gives the same flags.
