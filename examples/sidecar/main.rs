@@ -16,7 +16,11 @@ mod envoy_config;
 mod iptables;
 
 #[derive(Debug, Parser)]
-#[command(name = "sidecar", version, about = "meshcap example sidecar: Kuma-style transparent proxying")]
+#[command(
+    name = "sidecar",
+    version,
+    about = "meshcap example sidecar: Kuma-style transparent proxying"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
