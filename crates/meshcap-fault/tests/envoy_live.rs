@@ -11,12 +11,15 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use meshcap_fault::{Action, Decision, FastRng, FaultConfig, FaultFilter, FaultStats, ReplyContext};
-use meshcap_testns::{ChildGuard, wait_until};
+use meshcap_testns::wait_until;
+
+mod support;
+
+use support::{Envoy, http_get};
 
 const FAULT_CONFIG: &str = r#"{
   "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
@@ -43,45 +46,6 @@ fn listener(name: &str, stat_prefix: &str, fault: &str) -> String {
     )
 }
 
-struct Envoy {
-    _child: ChildGuard,
-    admin: SocketAddr,
-    stdout: std::path::PathBuf,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).expect("admin connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n").unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let Some((head, body)) = out.split_once("\r\n\r\n") else {
-        return String::new();
-    };
-    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        return body.to_owned();
-    }
-    // De-chunk: `<hex size>\r\n<data>\r\n` ... `0\r\n\r\n`.
-    let mut decoded = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if size == 0 || after.len() < size {
-            break;
-        }
-        decoded.push_str(&after[..size]);
-        rest = after[size..].strip_prefix("\r\n").unwrap_or(&after[size..]);
-    }
-    decoded
-}
-
 fn start_envoy(envoy: &Path) -> Envoy {
     let max_one = FAULT_CONFIG.replace("\"max_active_faults\": 100", "\"max_active_faults\": 1");
     let bootstrap = format!(
@@ -90,51 +54,11 @@ fn start_envoy(envoy: &Path) -> Envoy {
         listener("live", "live", FAULT_CONFIG),
         listener("live_max", "live_max", &max_one)
     );
-    let dir = std::env::temp_dir().join(format!("meshcap-fault-live-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("bootstrap.json");
-    std::fs::write(&config, bootstrap).unwrap();
-    let admin_file = dir.join("admin.txt");
-    let stdout = dir.join("stdout.txt");
-    let child = Command::new(envoy)
-        .arg("-c")
-        .arg(&config)
-        .args([
-            "--disable-hot-restart",
-            "--concurrency",
-            "1",
-            "--log-level",
-            "error",
-            "--file-flush-interval-msec",
-            "50",
-        ])
-        .arg("--admin-address-path")
-        .arg(&admin_file)
-        .stdout(Stdio::from(std::fs::File::create(&stdout).unwrap()))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn envoy");
-    let child = ChildGuard::new(child);
-    let mut admin = None;
-    let ready = wait_until(Duration::from_secs(30), || {
-        if admin.is_none() {
-            admin = std::fs::read_to_string(&admin_file)
-                .ok()
-                .and_then(|a| a.trim().parse().ok());
-        }
-        admin.is_some_and(|a| http_get(a, "/ready").trim() == "LIVE")
-    });
-    assert!(ready, "envoy did not become ready");
-    Envoy {
-        _child: child,
-        admin: admin.unwrap(),
-        stdout,
-        dir,
-    }
+    Envoy::start(envoy, "live", &bootstrap)
 }
 
 fn listener_addr(envoy: &Envoy, name: &str) -> SocketAddr {
-    let json: serde_json::Value = serde_json::from_str(&http_get(envoy.admin, "/listeners?format=json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&http_get(envoy.admin(), "/listeners?format=json")).unwrap();
     let status = json["listener_statuses"]
         .as_array()
         .unwrap()
@@ -469,7 +393,10 @@ fn date_of(response: &[u8]) -> String {
 }
 
 fn envoy_fault_stats(envoy: &Envoy, prefix: &str) -> Vec<String> {
-    let body = http_get(envoy.admin, &format!("/stats?filter=%5Ehttp%5C.{prefix}%5C.fault%5C."));
+    let body = http_get(
+        envoy.admin(),
+        &format!("/stats?filter=%5Ehttp%5C.{prefix}%5C.fault%5C."),
+    );
     let mut lines: Vec<String> = body.lines().map(str::to_owned).collect();
     lines.sort();
     lines
@@ -546,7 +473,7 @@ fn fault_filter_matches_a_live_envoy() {
     // Access log: response flags and filter metadata per request.
     let mut logged = Vec::new();
     let complete = wait_until(Duration::from_secs(20), || {
-        let text = std::fs::read_to_string(&envoy.stdout).unwrap_or_default();
+        let text = std::fs::read_to_string(envoy.stdout()).unwrap_or_default();
         logged = text
             .lines()
             .filter(|l| l.starts_with("CASE "))
@@ -573,7 +500,7 @@ fn fault_filter_matches_a_live_envoy() {
     let second = Req::get(&[("x-envoy-fault-abort-request", "503")]).raw(10_001);
     let held_thread = std::thread::spawn(move || exchange(max_addr, &held, false));
     let active = wait_until(Duration::from_secs(10), || {
-        http_get(envoy.admin, "/stats?filter=live_max.fault.active_faults").contains("active_faults: 1")
+        http_get(envoy.admin(), "/stats?filter=live_max.fault.active_faults").contains("active_faults: 1")
     });
     assert!(active, "the delayed request did not become an active fault");
     let theirs = exchange(max_addr, &second, false);
