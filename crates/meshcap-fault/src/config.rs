@@ -7,10 +7,13 @@ use std::num::NonZeroU64;
 use std::str::FromStr;
 use std::time::Duration;
 
+use serde::de::{Deserialize, Deserializer};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
 use crate::error::{ConfigError, ConfigErrorKind};
 use crate::json::{
-    self, Json, boolean, child, duration, field_of, index, object, repeated, string, uint32, uint32_wrapper, uint64,
-    unknown_field,
+    self, Json, boolean, child, duration, field_of, format_duration, index, object, repeated, string, uint32,
+    uint32_wrapper, uint64, unknown_field,
 };
 use crate::matcher::HeaderMatcher;
 use crate::random::Random;
@@ -167,6 +170,21 @@ impl fmt::Display for FractionalPercent {
     }
 }
 
+impl Serialize for FractionalPercent {
+    /// Envoy's JSON for the message: `{"numerator": 50, "denominator": "TEN_THOUSAND"}`, with a zero
+    /// numerator and the `HUNDRED` denominator omitted.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        if self.numerator != 0 {
+            map.serialize_entry("numerator", &self.numerator)?;
+        }
+        if self.denominator != Denominator::Hundred {
+            map.serialize_entry("denominator", self.denominator.name())?;
+        }
+        map.end()
+    }
+}
+
 /// Where an abort's status comes from (`FaultAbort.error_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -184,19 +202,21 @@ pub enum AbortKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FaultAbort {
     kind: AbortKind,
-    percentage: FractionalPercent,
+    /// `None` when the config leaves `percentage` unset (0 %, and not printed).
+    percentage: Option<FractionalPercent>,
 }
 
 impl FaultAbort {
-    /// An abort with HTTP `status` for `percentage` of requests.
+    /// An abort with HTTP `status` for `percentage` of requests. The status may be any integer type
+    /// (`u16`, the proto's `uint32`, Kuma's `int32`, …); Envoy accepts `[200, 600)`.
     ///
     /// # Errors
-    /// A status outside `[200, 600)`, as Envoy's validation rejects it.
-    pub fn http(status: u16, percentage: FractionalPercent) -> Result<FaultAbort, ConfigError> {
-        check_http_status(u64::from(status), "abort.http_status")?;
+    /// A status outside `[200, 600)`, at path `abort.http_status`.
+    pub fn http(status: impl Into<i64>, percentage: FractionalPercent) -> Result<FaultAbort, ConfigError> {
+        let status = check_http_status(status.into(), "abort.http_status")?;
         Ok(FaultAbort {
             kind: AbortKind::Http(status),
-            percentage,
+            percentage: Some(percentage),
         })
     }
 
@@ -204,7 +224,7 @@ impl FaultAbort {
     pub fn grpc(status: u32, percentage: FractionalPercent) -> FaultAbort {
         FaultAbort {
             kind: AbortKind::Grpc(status),
-            percentage,
+            percentage: Some(percentage),
         }
     }
 
@@ -212,7 +232,7 @@ impl FaultAbort {
     pub fn from_headers(percentage: FractionalPercent) -> FaultAbort {
         FaultAbort {
             kind: AbortKind::Header,
-            percentage,
+            percentage: Some(percentage),
         }
     }
 
@@ -223,7 +243,27 @@ impl FaultAbort {
 
     /// The configured percentage (omitted in the config means 0 %, i.e. never).
     pub fn percentage(&self) -> FractionalPercent {
-        self.percentage
+        self.percentage.unwrap_or_default()
+    }
+}
+
+impl Serialize for FaultAbort {
+    /// Envoy's JSON for the message (fields in protobuf order).
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // http_status 2, percentage 3, header_abort 4, grpc_status 5.
+        let mut map = serializer.serialize_map(None)?;
+        if let AbortKind::Http(status) = self.kind {
+            map.serialize_entry("http_status", &status)?;
+        }
+        if let Some(p) = &self.percentage {
+            map.serialize_entry("percentage", p)?;
+        }
+        match self.kind {
+            AbortKind::Header => map.serialize_entry("header_abort", &EmptyMessage)?,
+            AbortKind::Grpc(status) => map.serialize_entry("grpc_status", &status)?,
+            AbortKind::Http(_) => {}
+        }
+        map.end()
     }
 }
 
@@ -241,21 +281,20 @@ pub enum DelayKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FaultDelay {
     kind: DelayKind,
-    percentage: FractionalPercent,
+    percentage: Option<FractionalPercent>,
 }
 
 impl FaultDelay {
     /// A fixed delay for `percentage` of requests.
     ///
     /// # Errors
-    /// A zero delay (Envoy: "value must be greater than 0s").
+    /// A zero delay (Envoy: "value must be greater than 0s") or one longer than Envoy can hold
+    /// (9223372035.999999999 s), at path `delay.fixed_delay`.
     pub fn fixed(delay: Duration, percentage: FractionalPercent) -> Result<FaultDelay, ConfigError> {
-        if delay.is_zero() {
-            return Err(zero_delay("delay.fixed_delay"));
-        }
+        check_fixed_delay(delay, "delay.fixed_delay")?;
         Ok(FaultDelay {
             kind: DelayKind::Fixed(delay),
-            percentage,
+            percentage: Some(percentage),
         })
     }
 
@@ -263,7 +302,7 @@ impl FaultDelay {
     pub fn from_headers(percentage: FractionalPercent) -> FaultDelay {
         FaultDelay {
             kind: DelayKind::Header,
-            percentage,
+            percentage: Some(percentage),
         }
     }
 
@@ -274,7 +313,25 @@ impl FaultDelay {
 
     /// The configured percentage.
     pub fn percentage(&self) -> FractionalPercent {
-        self.percentage
+        self.percentage.unwrap_or_default()
+    }
+}
+
+impl Serialize for FaultDelay {
+    /// Envoy's JSON for the message (fields in protobuf order; `"5s"`, `"0.300s"` durations).
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // fixed_delay 3, percentage 4, header_delay 5.
+        let mut map = serializer.serialize_map(None)?;
+        if let DelayKind::Fixed(d) = self.kind {
+            map.serialize_entry("fixed_delay", &format_duration(d))?;
+        }
+        if let Some(p) = &self.percentage {
+            map.serialize_entry("percentage", p)?;
+        }
+        if self.kind == DelayKind::Header {
+            map.serialize_entry("header_delay", &EmptyMessage)?;
+        }
+        map.end()
     }
 }
 
@@ -292,7 +349,7 @@ pub enum RateLimitKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FaultRateLimit {
     kind: RateLimitKind,
-    percentage: FractionalPercent,
+    percentage: Option<FractionalPercent>,
 }
 
 impl FaultRateLimit {
@@ -300,7 +357,7 @@ impl FaultRateLimit {
     pub fn fixed(kbps: NonZeroU64, percentage: FractionalPercent) -> FaultRateLimit {
         FaultRateLimit {
             kind: RateLimitKind::Fixed(kbps),
-            percentage,
+            percentage: Some(percentage),
         }
     }
 
@@ -308,7 +365,7 @@ impl FaultRateLimit {
     pub fn from_headers(percentage: FractionalPercent) -> FaultRateLimit {
         FaultRateLimit {
             kind: RateLimitKind::Header,
-            percentage,
+            percentage: Some(percentage),
         }
     }
 
@@ -319,13 +376,54 @@ impl FaultRateLimit {
 
     /// The configured percentage.
     pub fn percentage(&self) -> FractionalPercent {
-        self.percentage
+        self.percentage.unwrap_or_default()
+    }
+}
+
+impl Serialize for FaultRateLimit {
+    /// Envoy's JSON for the message (fields in protobuf order; `limit_kbps` is a uint64, so a string).
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // fixed_limit 1, percentage 2, header_limit 3.
+        let mut map = serializer.serialize_map(None)?;
+        if let RateLimitKind::Fixed(kbps) = self.kind {
+            map.serialize_entry("fixed_limit", &FixedLimit(kbps))?;
+        }
+        if let Some(p) = &self.percentage {
+            map.serialize_entry("percentage", p)?;
+        }
+        if self.kind == RateLimitKind::Header {
+            map.serialize_entry("header_limit", &EmptyMessage)?;
+        }
+        map.end()
+    }
+}
+
+/// `FaultRateLimit.FixedLimit`.
+struct FixedLimit(NonZeroU64);
+
+impl Serialize for FixedLimit {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry("limit_kbps", &self.0.to_string())?;
+        map.end()
+    }
+}
+
+/// A message without fields (`header_abort: {}`).
+struct EmptyMessage;
+
+impl Serialize for EmptyMessage {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_map(Some(0))?.end()
     }
 }
 
 /// The runtime keys a filter consults (the `*_runtime` fields, with Envoy's defaults).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+///
+/// An unset (empty) field means the default key; the accessors return the key in effect.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct RuntimeKeys {
+    // As configured (empty: unset), so that the config prints back as given.
     delay_percent: String,
     abort_percent: String,
     delay_duration: String,
@@ -335,48 +433,55 @@ pub struct RuntimeKeys {
     abort_grpc_status: String,
 }
 
-impl Default for RuntimeKeys {
-    fn default() -> RuntimeKeys {
-        RuntimeKeys {
-            delay_percent: "fault.http.delay.fixed_delay_percent".into(),
-            abort_percent: "fault.http.abort.abort_percent".into(),
-            delay_duration: "fault.http.delay.fixed_duration_ms".into(),
-            abort_http_status: "fault.http.abort.http_status".into(),
-            max_active_faults: "fault.http.max_active_faults".into(),
-            response_rate_limit_percent: "fault.http.rate_limit.response_percent".into(),
-            abort_grpc_status: "fault.http.abort.grpc_status".into(),
-        }
-    }
+/// `PROTOBUF_GET_STRING_OR_DEFAULT`: an empty string means the default key.
+fn or_default<'a>(key: &'a str, default: &'static str) -> &'a str {
+    if key.is_empty() { default } else { key }
 }
 
 impl RuntimeKeys {
     /// `delay_percent_runtime` (default `fault.http.delay.fixed_delay_percent`).
     pub fn delay_percent(&self) -> &str {
-        &self.delay_percent
+        or_default(&self.delay_percent, "fault.http.delay.fixed_delay_percent")
     }
     /// `abort_percent_runtime` (default `fault.http.abort.abort_percent`).
     pub fn abort_percent(&self) -> &str {
-        &self.abort_percent
+        or_default(&self.abort_percent, "fault.http.abort.abort_percent")
     }
     /// `delay_duration_runtime` (default `fault.http.delay.fixed_duration_ms`).
     pub fn delay_duration(&self) -> &str {
-        &self.delay_duration
+        or_default(&self.delay_duration, "fault.http.delay.fixed_duration_ms")
     }
     /// `abort_http_status_runtime` (default `fault.http.abort.http_status`).
     pub fn abort_http_status(&self) -> &str {
-        &self.abort_http_status
+        or_default(&self.abort_http_status, "fault.http.abort.http_status")
     }
     /// `max_active_faults_runtime` (default `fault.http.max_active_faults`).
     pub fn max_active_faults(&self) -> &str {
-        &self.max_active_faults
+        or_default(&self.max_active_faults, "fault.http.max_active_faults")
     }
     /// `response_rate_limit_percent_runtime` (default `fault.http.rate_limit.response_percent`).
     pub fn response_rate_limit_percent(&self) -> &str {
-        &self.response_rate_limit_percent
+        or_default(
+            &self.response_rate_limit_percent,
+            "fault.http.rate_limit.response_percent",
+        )
     }
     /// `abort_grpc_status_runtime` (default `fault.http.abort.grpc_status`).
     pub fn abort_grpc_status(&self) -> &str {
-        &self.abort_grpc_status
+        or_default(&self.abort_grpc_status, "fault.http.abort.grpc_status")
+    }
+
+    /// The fields as configured, in protobuf order, with their JSON names (empty: unset).
+    fn configured(&self) -> [(&'static str, &str); 7] {
+        [
+            ("delay_percent_runtime", &self.delay_percent),
+            ("abort_percent_runtime", &self.abort_percent),
+            ("delay_duration_runtime", &self.delay_duration),
+            ("abort_http_status_runtime", &self.abort_http_status),
+            ("max_active_faults_runtime", &self.max_active_faults),
+            ("response_rate_limit_percent_runtime", &self.response_rate_limit_percent),
+            ("abort_grpc_status_runtime", &self.abort_grpc_status),
+        ]
     }
 }
 
@@ -385,25 +490,37 @@ impl RuntimeKeys {
 /// Build it from Envoy's JSON with [`FaultConfig::from_json`] / [`FaultConfig::from_value`], which accept
 /// the bare message, the `typed_config` form with `@type`, and a `TypedStruct` wrapping it; field names
 /// may be snake_case or lowerCamelCase. Everything Envoy 1.40 rejects is rejected with a [`ConfigError`]
-/// naming the field; Envoy also accepts a config with neither abort nor delay (it never injects).
+/// naming the field; Envoy also accepts a config with neither abort nor delay (it never injects). Or build
+/// it from parts with [`FaultConfig::new`] and the `with_*` methods, whose constructors validate alike.
+///
+/// It prints back (`Serialize`, [`FaultConfig::to_typed_config`]) exactly as Envoy's `/config_dump`
+/// prints the message: `@type` first, fields in protobuf field-number order, unset fields omitted,
+/// durations as `"5s"` / `"0.300s"`, 64-bit integers as strings.
 ///
 /// ```
 /// use meshcap_fault::{AbortKind, FaultConfig};
 ///
 /// let config = FaultConfig::from_json(r#"{
 ///     "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
-///     "abort": {"http_status": 503, "percentage": {"numerator": 100, "denominator": "HUNDRED"}}
+///     "abort": {"httpStatus": 503, "percentage": {"numerator": 100, "denominator": "HUNDRED"}}
 /// }"#)?;
 /// assert_eq!(config.abort().map(|a| a.kind()), Some(AbortKind::Http(503)));
+/// assert_eq!(
+///     serde_json::to_string(&config).unwrap(),
+///     r#"{"@type":"type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault","abort":{"http_status":503,"percentage":{"numerator":100}}}"#
+/// );
 /// # Ok::<(), meshcap_fault::ConfigError>(())
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FaultConfig {
     delay: Option<FaultDelay>,
     abort: Option<FaultAbort>,
     upstream_cluster: String,
     headers: Vec<HeaderMatcher>,
-    downstream_nodes: HashSet<String>,
+    /// As configured (order and repeats kept, for printing).
+    downstream_nodes: Vec<String>,
+    /// The same, for lookups.
+    downstream_node_set: HashSet<String>,
     max_active_faults: Option<u32>,
     response_rate_limit: Option<FaultRateLimit>,
     runtime_keys: RuntimeKeys,
@@ -415,11 +532,19 @@ pub struct FaultConfig {
 const MESSAGE_NAME: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
 const TYPED_STRUCT_NAMES: [&str; 2] = ["xds.type.v3.TypedStruct", "udpa.type.v1.TypedStruct"];
 
-fn type_name(url: &str) -> &str {
+/// The message name of an `Any`'s `@type`: what follows the last `/` of a URL with a non-empty prefix
+/// (Envoy rejects `envoy.extensions…HTTPFault` and `/envoy.extensions…HTTPFault`, accepts any host).
+fn any_type_name(url: &str) -> Option<&str> {
+    url.rsplit_once('/')
+        .and_then(|(prefix, name)| (!prefix.is_empty()).then_some(name))
+}
+
+/// The message name of a `TypedStruct`'s `type_url` (Envoy takes what follows the last `/`, if any).
+fn typed_struct_type_name(url: &str) -> &str {
     url.rsplit_once('/').map_or(url, |(_, name)| name)
 }
 
-fn check_http_status(status: u64, path: &str) -> Result<u16, ConfigError> {
+fn check_http_status(status: i64, path: &str) -> Result<u16, ConfigError> {
     match u16::try_from(status) {
         Ok(s) if (200..600).contains(&s) => Ok(s),
         _ => Err(ConfigError::new(
@@ -432,14 +557,24 @@ fn check_http_status(status: u64, path: &str) -> Result<u16, ConfigError> {
     }
 }
 
-fn zero_delay(path: &str) -> ConfigError {
-    ConfigError::new(
-        path,
-        ConfigErrorKind::Constraint {
-            value: "0s".into(),
-            constraint: "must be greater than 0s",
-        },
-    )
+/// Envoy's constraints on `fixed_delay`: greater than zero, and within its nanosecond range.
+fn check_fixed_delay(delay: Duration, path: &str) -> Result<(), ConfigError> {
+    if delay.is_zero() {
+        return Err(ConfigError::new(
+            path,
+            ConfigErrorKind::Constraint {
+                value: "0s".into(),
+                constraint: "must be greater than 0s",
+            },
+        ));
+    }
+    if !json::in_envoy_duration_range(delay) {
+        return Err(ConfigError::new(
+            path,
+            ConfigErrorKind::InvalidDuration(format!("{:?}", format_duration(delay))),
+        ));
+    }
+    Ok(())
 }
 
 fn oneof_required(path: &str, oneof: &'static str, members: &'static str) -> ConfigError {
@@ -462,23 +597,28 @@ fn empty_message(value: &Json, path: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// `percentage`, merged into what an earlier occurrence of the enclosing message set.
+fn merge_percentage(value: &Json, path: &str, into: &mut Option<FractionalPercent>) -> Result<(), ConfigError> {
+    FractionalPercent::parse(value, path, into.get_or_insert_default())
+}
+
 /// Builders that merge repeated occurrences of a message field, as protobuf's JSON parser does.
 #[derive(Default)]
 struct AbortBuilder {
     kind: Option<AbortKind>,
-    percentage: FractionalPercent,
+    percentage: Option<FractionalPercent>,
 }
 
 #[derive(Default)]
 struct DelayBuilder {
     kind: Option<DelayKind>,
-    percentage: FractionalPercent,
+    percentage: Option<FractionalPercent>,
 }
 
 #[derive(Default)]
 struct RateLimitBuilder {
     kind: Option<LimitSpec>,
-    percentage: FractionalPercent,
+    percentage: Option<FractionalPercent>,
 }
 
 enum LimitSpec {
@@ -500,7 +640,7 @@ impl AbortBuilder {
             match field {
                 "http_status" => {
                     let status = uint32(v, &p)?;
-                    let status = check_http_status(u64::from(status), &p)?;
+                    let status = check_http_status(i64::from(status), &p)?;
                     set_oneof(&mut self.kind, AbortKind::Http(status), &p, "error_type")?;
                 }
                 "grpc_status" => set_oneof(&mut self.kind, AbortKind::Grpc(uint32(v, &p)?), &p, "error_type")?,
@@ -508,7 +648,7 @@ impl AbortBuilder {
                     empty_message(v, &p)?;
                     set_oneof(&mut self.kind, AbortKind::Header, &p, "error_type")?;
                 }
-                _ => FractionalPercent::parse(v, &p, &mut self.percentage)?,
+                _ => merge_percentage(v, &p, &mut self.percentage)?,
             }
         }
         Ok(())
@@ -539,16 +679,14 @@ impl DelayBuilder {
             match field {
                 "fixed_delay" => {
                     let d = duration(v, &p)?;
-                    if d.is_zero() {
-                        return Err(zero_delay(&p));
-                    }
+                    check_fixed_delay(d, &p)?;
                     set_oneof(&mut self.kind, DelayKind::Fixed(d), &p, "fault_delay_secifier")?;
                 }
                 "header_delay" => {
                     empty_message(v, &p)?;
                     set_oneof(&mut self.kind, DelayKind::Header, &p, "fault_delay_secifier")?;
                 }
-                _ => FractionalPercent::parse(v, &p, &mut self.percentage)?,
+                _ => merge_percentage(v, &p, &mut self.percentage)?,
             }
         }
         Ok(())
@@ -592,7 +730,7 @@ impl RateLimitBuilder {
                     empty_message(v, &p)?;
                     set_oneof(&mut self.kind, LimitSpec::Header, &p, "limit_type")?;
                 }
-                _ => FractionalPercent::parse(v, &p, &mut self.percentage)?,
+                _ => merge_percentage(v, &p, &mut self.percentage)?,
             }
         }
         Ok(())
@@ -656,9 +794,9 @@ impl FaultConfig {
         };
         let url = string(type_url, "@type")?;
         let message: Vec<(String, Json)> = entries.iter().filter(|(k, _)| k != "@type").cloned().collect();
-        match type_name(&url) {
-            MESSAGE_NAME => FaultConfig::parse_message(&message, ""),
-            name if TYPED_STRUCT_NAMES.contains(&name) => {
+        match any_type_name(&url) {
+            Some(MESSAGE_NAME) => FaultConfig::parse_message(&message, ""),
+            Some(name) if TYPED_STRUCT_NAMES.contains(&name) => {
                 let mut inner_url = None;
                 let mut value = None;
                 for (key, v) in &message {
@@ -669,7 +807,7 @@ impl FaultConfig {
                     }
                 }
                 let inner_url = inner_url.unwrap_or_default();
-                if type_name(&inner_url) != MESSAGE_NAME {
+                if typed_struct_type_name(&inner_url) != MESSAGE_NAME {
                     return Err(ConfigError::new("type_url", ConfigErrorKind::TypeUrl(inner_url)));
                 }
                 match value {
@@ -725,26 +863,20 @@ impl FaultConfig {
                     }
                 }
                 "downstream_nodes" => {
+                    // A repeated field given twice concatenates.
+                    let first = config.downstream_nodes.len();
                     for (i, item) in repeated(v).iter().enumerate() {
-                        config.downstream_nodes.insert(string(item, &index(&p, i))?);
+                        config.downstream_nodes.push(string(item, &index(&p, first + i))?);
                     }
                 }
                 "max_active_faults" => config.max_active_faults = uint32_wrapper(v, &p)?,
-                "delay_percent_runtime" => keys.delay_percent = runtime_key(v, &p, &keys.delay_percent)?,
-                "abort_percent_runtime" => keys.abort_percent = runtime_key(v, &p, &keys.abort_percent)?,
-                "delay_duration_runtime" => keys.delay_duration = runtime_key(v, &p, &keys.delay_duration)?,
-                "abort_http_status_runtime" => {
-                    keys.abort_http_status = runtime_key(v, &p, &keys.abort_http_status)?;
-                }
-                "max_active_faults_runtime" => {
-                    keys.max_active_faults = runtime_key(v, &p, &keys.max_active_faults)?;
-                }
-                "response_rate_limit_percent_runtime" => {
-                    keys.response_rate_limit_percent = runtime_key(v, &p, &keys.response_rate_limit_percent)?;
-                }
-                "abort_grpc_status_runtime" => {
-                    keys.abort_grpc_status = runtime_key(v, &p, &keys.abort_grpc_status)?;
-                }
+                "delay_percent_runtime" => keys.delay_percent = string(v, &p)?,
+                "abort_percent_runtime" => keys.abort_percent = string(v, &p)?,
+                "delay_duration_runtime" => keys.delay_duration = string(v, &p)?,
+                "abort_http_status_runtime" => keys.abort_http_status = string(v, &p)?,
+                "max_active_faults_runtime" => keys.max_active_faults = string(v, &p)?,
+                "response_rate_limit_percent_runtime" => keys.response_rate_limit_percent = string(v, &p)?,
+                "abort_grpc_status_runtime" => keys.abort_grpc_status = string(v, &p)?,
                 "disable_downstream_cluster_stats" => config.disable_downstream_cluster_stats = boolean(v, &p)?,
                 _ => {
                     // google.protobuf.Struct: an object; a repeated occurrence merges key by key.
@@ -761,8 +893,16 @@ impl FaultConfig {
             .map(|r| r.build(&child(path, "response_rate_limit")))
             .transpose()?;
         config.headers = headers;
+        config.downstream_node_set = config.downstream_nodes.iter().cloned().collect();
         config.filter_metadata = metadata;
         Ok(config)
+    }
+
+    /// The config as Envoy JSON, `@type` included, as a `serde_json::Value` (whose objects order their
+    /// keys alphabetically; serialize the config itself for Envoy's field order).
+    pub fn to_typed_config(&self) -> serde_json::Value {
+        // Serializing into a Value fails only for non-string map keys, which this config has none of.
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
     }
 
     /// Replace the `abort` section.
@@ -807,6 +947,28 @@ impl FaultConfig {
         self
     }
 
+    /// Replace the `headers` matchers (all must match for a request to be eligible).
+    #[must_use]
+    pub fn with_headers(mut self, headers: impl IntoIterator<Item = HeaderMatcher>) -> FaultConfig {
+        self.headers = headers.into_iter().collect();
+        self
+    }
+
+    /// Replace `downstream_nodes` (the `x-envoy-downstream-service-node` values that are eligible).
+    #[must_use]
+    pub fn with_downstream_nodes<S: Into<String>>(mut self, nodes: impl IntoIterator<Item = S>) -> FaultConfig {
+        self.downstream_nodes = nodes.into_iter().map(Into::into).collect();
+        self.downstream_node_set = self.downstream_nodes.iter().cloned().collect();
+        self
+    }
+
+    /// Set `filter_metadata` (a `google.protobuf.Struct`).
+    #[must_use]
+    pub fn with_filter_metadata(mut self, metadata: serde_json::Map<String, serde_json::Value>) -> FaultConfig {
+        self.filter_metadata = Some(metadata);
+        self
+    }
+
     /// The `delay` section.
     pub fn delay(&self) -> Option<&FaultDelay> {
         self.delay.as_ref()
@@ -832,9 +994,14 @@ impl FaultConfig {
         &self.headers
     }
 
-    /// `downstream_nodes` (empty: every request is eligible).
-    pub fn downstream_nodes(&self) -> &HashSet<String> {
+    /// `downstream_nodes` as configured (empty: every request is eligible).
+    pub fn downstream_nodes(&self) -> &[String] {
         &self.downstream_nodes
+    }
+
+    /// Whether `node` is one of `downstream_nodes`.
+    pub fn is_downstream_node(&self, node: &str) -> bool {
+        self.downstream_node_set.contains(node)
     }
 
     /// `max_active_faults` (`None`: unlimited).
@@ -859,10 +1026,55 @@ impl FaultConfig {
     }
 }
 
-fn runtime_key(value: &Json, path: &str, default: &str) -> Result<String, ConfigError> {
-    // PROTOBUF_GET_STRING_OR_DEFAULT: an empty string keeps the default key.
-    let key = string(value, path)?;
-    Ok(if key.is_empty() { default.to_owned() } else { key })
+impl Serialize for FaultConfig {
+    /// Envoy's JSON for the `typed_config`, as `/config_dump` prints it: `@type` first, then the set
+    /// fields in protobuf field-number order.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("@type", FaultConfig::TYPE_URL)?;
+        if let Some(d) = &self.delay {
+            map.serialize_entry("delay", d)?;
+        }
+        if let Some(a) = &self.abort {
+            map.serialize_entry("abort", a)?;
+        }
+        if !self.upstream_cluster.is_empty() {
+            map.serialize_entry("upstream_cluster", &self.upstream_cluster)?;
+        }
+        if !self.headers.is_empty() {
+            map.serialize_entry("headers", &self.headers)?;
+        }
+        if !self.downstream_nodes.is_empty() {
+            map.serialize_entry("downstream_nodes", &self.downstream_nodes)?;
+        }
+        if let Some(n) = self.max_active_faults {
+            // A UInt32Value prints as its bare number.
+            map.serialize_entry("max_active_faults", &n)?;
+        }
+        if let Some(r) = &self.response_rate_limit {
+            map.serialize_entry("response_rate_limit", r)?;
+        }
+        for (name, key) in self.runtime_keys.configured() {
+            if !key.is_empty() {
+                map.serialize_entry(name, key)?;
+            }
+        }
+        if self.disable_downstream_cluster_stats {
+            map.serialize_entry("disable_downstream_cluster_stats", &true)?;
+        }
+        if let Some(m) = &self.filter_metadata {
+            map.serialize_entry("filter_metadata", m)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for FaultConfig {
+    /// Envoy's JSON, read and validated as [`FaultConfig::from_json`] does (key order and repeated keys
+    /// are kept); a [`ConfigError`] becomes the deserializer's custom error.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<FaultConfig, D::Error> {
+        FaultConfig::from_any(&Json::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+    }
 }
 
 impl FromStr for FaultConfig {

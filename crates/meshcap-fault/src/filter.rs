@@ -278,8 +278,7 @@ impl FaultFilter {
         }
         if !config.downstream_nodes().is_empty() {
             let node = inline_value(headers, DOWNSTREAM_SERVICE_NODE);
-            let known =
-                node.is_some_and(|n| std::str::from_utf8(&n).is_ok_and(|n| config.downstream_nodes().contains(n)));
+            let known = node.is_some_and(|n| std::str::from_utf8(&n).is_ok_and(|n| config.is_downstream_node(n)));
             if !known {
                 return Decision::noop();
             }

@@ -1,5 +1,6 @@
-//! Reading protobuf-JSON (proto3 canonical JSON, as Envoy accepts it) without serde derive: an
-//! order-preserving JSON tree plus typed field readers that report the path of what they reject.
+//! Protobuf-JSON (proto3 canonical JSON) as Envoy reads and prints it. Reading goes without serde derive:
+//! an order-preserving JSON tree plus typed field readers that report the path of what they reject.
+//! Writing is serde `Serialize` on the config types; the scalar forms they share live here.
 //!
 //! Envoy's parser is more lenient than the proto3 JSON spec in a few places, observed with
 //! `envoy --mode validate` (1.40): integers may be strings or integral floats (`"503"`, `503.0`), bools may
@@ -309,6 +310,36 @@ pub(crate) fn uint32_wrapper(value: &Json, path: &str) -> Result<Option<u32>, Co
 /// overflow; observed with `envoy --mode validate` 1.40: 9223372035 s is accepted, 9223372036 s is not).
 const MAX_DURATION_SECONDS: u64 = 9_223_372_035;
 
+/// Whether Envoy can hold `d` (see `MAX_DURATION_SECONDS`).
+pub(crate) fn in_envoy_duration_range(d: Duration) -> bool {
+    d.as_secs() <= MAX_DURATION_SECONDS
+}
+
+/// A duration as protobuf JSON prints it: whole seconds, then 0, 3, 6 or 9 fractional digits, then `s`
+/// (`"5s"`, `"0.300s"`, `"1.000000001s"`).
+///
+/// ```
+/// use std::time::Duration;
+/// use meshcap_fault::protojson::format_duration;
+///
+/// assert_eq!(format_duration(Duration::from_secs(5)), "5s");
+/// assert_eq!(format_duration(Duration::from_millis(300)), "0.300s");
+/// assert_eq!(format_duration(Duration::from_micros(10)), "0.000010s");
+/// ```
+pub fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let nanos = d.subsec_nanos();
+    if nanos == 0 {
+        format!("{secs}s")
+    } else if nanos.is_multiple_of(1_000_000) {
+        format!("{secs}.{:03}s", nanos / 1_000_000)
+    } else if nanos.is_multiple_of(1_000) {
+        format!("{secs}.{:06}s", nanos / 1_000)
+    } else {
+        format!("{secs}.{nanos:09}s")
+    }
+}
+
 fn invalid_duration(path: &str, value: &Json) -> ConfigError {
     ConfigError::new(path, ConfigErrorKind::InvalidDuration(value.describe()))
 }
@@ -365,10 +396,11 @@ pub(crate) fn duration(value: &Json, path: &str) -> Result<Duration, ConfigError
         }
         other => return Err(wrong_type(path, "duration", other)),
     };
-    if negative || seconds > MAX_DURATION_SECONDS {
+    let d = Duration::new(seconds, nanos);
+    if negative || !in_envoy_duration_range(d) {
         return Err(invalid_duration(path, value));
     }
-    Ok(Duration::new(seconds, nanos))
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -442,6 +474,26 @@ mod tests {
             r#"{"seconds": 1, "nanos": 1000000000}"#,
         ] {
             assert!(d(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_print_like_protobuf_and_read_back() {
+        assert_eq!(format_duration(Duration::ZERO), "0s");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1.500s");
+        assert_eq!(format_duration(Duration::from_nanos(7)), "0.000000007s");
+        assert_eq!(
+            format_duration(Duration::new(9_223_372_035, 999_999_999)),
+            "9223372035.999999999s"
+        );
+        for d in [
+            Duration::from_secs(5),
+            Duration::from_millis(1),
+            Duration::from_micros(1),
+            Duration::new(3, 999_999_999),
+        ] {
+            let text = serde_json::Value::String(format_duration(d)).to_string();
+            assert_eq!(duration(&Json::parse(&text).unwrap(), "d"), Ok(d));
         }
     }
 

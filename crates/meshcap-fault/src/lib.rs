@@ -5,7 +5,10 @@
 //! * [`FaultConfig`] reads the filter's `typed_config` JSON
 //!   (`type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault`) and rejects what Envoy
 //!   rejects (abort status 600 or 199, `fixed_delay: 0s`, `limit_kbps: 0`, an abort/delay/rate limit with
-//!   only a percentage, unknown fields, …), naming the field in a [`ConfigError`].
+//!   only a percentage, unknown fields, …), naming the field in a [`ConfigError`]. Its constructors
+//!   ([`FaultAbort::http`], [`FaultDelay::fixed`], [`HeaderMatcher::new`], [`StringMatcher::safe_regex`], …)
+//!   validate alike, and it prints back (`Serialize`, [`FaultConfig::to_typed_config`]) exactly as Envoy's
+//!   `/config_dump` prints the message — the one model of `HTTPFault` that `meshcap-envoy` builds on.
 //! * [`FaultFilter::decide`] takes the request headers (anything implementing [`RequestHeaders`]), the
 //!   route's target cluster and a [`Random`] source, and returns a [`Decision`]: continue, delay (then
 //!   [`FaultFilter::after_delay`]), or abort, plus an optional response rate limit, in Envoy's order and
@@ -67,7 +70,8 @@
 //! # Deviations from Envoy
 //!
 //! * Header regexes use the `regex` crate, whose syntax is close to but not identical with RE2, and RE2's
-//!   program-size limit (Envoy rejects regexes over 100 instructions by default) is not enforced.
+//!   program-size limit (Envoy rejects regexes over 100 instructions by default, or over
+//!   `google_re2.max_program_size`, which is read and printed back) is not enforced.
 //! * The `custom` string matcher extension is rejected as unsupported.
 //! * Runtime values that cannot be an HTTP status line (outside 100–999) are ignored instead of being
 //!   sent; `kbps × 1024` saturates instead of wrapping for absurd rates.
@@ -76,7 +80,9 @@
 //! # Layout
 //!
 //! * `config`: [`FaultConfig`] and its parts, parsed by `json` (a protobuf-JSON reader) and `matcher`
-//!   ([`HeaderMatcher`]); errors in `error`.
+//!   ([`HeaderMatcher`]), printed by their `Serialize` impls; errors in `error`.
+//! * [`protojson`]: the protobuf-JSON scalar forms Envoy prints (durations), for crates printing other
+//!   Envoy messages alongside.
 //! * `headers`: [`RequestHeaders`], the header names, Envoy's integer parsing of header values.
 //! * `filter`: [`FaultFilter`], [`Decision`], [`Action`], [`Abort`], the decision order.
 //! * `reply`: [`LocalReply`], Envoy's reason phrases and HTTP→gRPC status mapping, [`http_date`].
@@ -98,6 +104,12 @@ mod rate_limit;
 mod reply;
 mod runtime;
 mod stats;
+
+/// Protobuf-JSON forms as Envoy prints them, shared with crates that print other Envoy messages next to
+/// this crate's config (`meshcap-envoy` prints its listener and cluster timeouts with them).
+pub mod protojson {
+    pub use crate::json::format_duration;
+}
 
 pub use config::{
     AbortKind, DelayKind, Denominator, FaultAbort, FaultConfig, FaultDelay, FaultRateLimit, FractionalPercent,

@@ -1,5 +1,6 @@
 //! Properties: no header value, configuration or percentage makes the filter panic; percentages sample
-//! exactly `random % denominator < numerator`; configurations round-trip through Envoy's JSON; header
+//! exactly `random % denominator < numerator`; configurations round-trip through Envoy's JSON (read, and
+//! printed then read again); header
 //! integers parse like `absl::SimpleAtoi`; the rate limiter never runs ahead of its rate.
 
 use std::num::NonZeroU64;
@@ -146,6 +147,9 @@ proptest! {
         for candidate in [value.clone(), serde_json::json!({"abort": value.clone()}), serde_json::json!({"headers": [value.clone()]}),
                           serde_json::json!({"delay": {"fixed_delay": value.clone()}}), serde_json::json!({"abort": {"percentage": value.clone()}})] {
             if let Ok(config) = FaultConfig::from_value(&candidate) {
+                // Whatever is accepted prints as a config that reads back equal.
+                let printed = serde_json::to_string(&config).unwrap();
+                prop_assert_eq!(&FaultConfig::from_json(&printed).unwrap(), &config);
                 let filter = FaultFilter::new(Arc::new(config), Arc::new(FaultStats::new("p")));
                 let mut decision = filter.decide(&request, None, &mut FastRng::seed_from_u64(seed));
                 decision = filter.after_delay(decision, &request, &mut FastRng::seed_from_u64(seed));
@@ -213,6 +217,11 @@ proptest! {
         };
         prop_assert_eq!(config.response_rate_limit().unwrap().kind(), expected_limit);
         prop_assert_eq!(config.max_active_faults(), max);
+        // Printed as Envoy prints it, the config reads back equal and prints the same again.
+        let printed = serde_json::to_string(&config).unwrap();
+        let again = FaultConfig::from_json(&printed).unwrap();
+        prop_assert_eq!(&again, &config);
+        prop_assert_eq!(serde_json::to_string(&again).unwrap(), printed);
     }
 
     #[test]
