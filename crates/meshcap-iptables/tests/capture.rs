@@ -1,64 +1,14 @@
 //! Real traffic through installed rules, in a pod/peer namespace pair: outbound connections land on the
 //! 15001 listener, inbound ones on 15006; an excluded port and the kuma-dp UID bypass capture.
 
-use std::io::ErrorKind;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
+mod common;
+
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::{Probe, connect_as, connect_from};
 use meshcap_iptables::{Config, Executor, Family, Installer, RetryPolicy, RuleSet};
-use meshcap_testns::{NetNs, PodPair, privileged};
-
-/// A listener bound inside `ns`, checked for pending connections without blocking.
-struct Probe {
-    listener: TcpListener,
-    name: &'static str,
-}
-
-impl Probe {
-    fn bind(ns: &NetNs, addr: &'static str, name: &'static str) -> Probe {
-        let listener = ns
-            .enter(move || TcpListener::bind(addr))
-            .expect("enter")
-            .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-        listener.set_nonblocking(true).unwrap();
-        Probe { listener, name }
-    }
-
-    /// Whether a connection is waiting (the handshake completes in the kernel before `accept`).
-    fn took(&self) -> bool {
-        match self.listener.accept() {
-            Ok(_) => true,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => false,
-            Err(e) => panic!("{}: accept: {e}", self.name),
-        }
-    }
-}
-
-fn connect_from(ns: &NetNs, to: SocketAddr) {
-    ns.enter(move || TcpStream::connect_timeout(&to, Duration::from_secs(5)))
-        .expect("enter")
-        .unwrap_or_else(|e| panic!("connect {to}: {e}"));
-}
-
-/// Connect as uid/gid 5678 from a child process (`setpriv` drops the ids before the connect).
-fn connect_as_kuma_dp(ns: &NetNs, host: &str, port: u16) {
-    let script = format!("exec 3<>/dev/tcp/{host}/{port}");
-    let status = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns.name(),
-            "setpriv",
-            "--reuid=5678",
-            "--regid=5678",
-            "--clear-groups",
-        ])
-        .args(["bash", "-c", &script])
-        .status()
-        .expect("setpriv");
-    assert!(status.success(), "connect as uid 5678 to {host}:{port}");
-}
+use meshcap_testns::{PodPair, privileged};
 
 #[test]
 fn traffic_lands_on_the_proxy_listeners() {
@@ -115,7 +65,7 @@ fn traffic_lands_on_the_proxy_listeners() {
             &remote_excluded,
             &format!("pod -> {peer}:9090 (excluded port) goes direct"),
         );
-        connect_as_kuma_dp(&pair.pod, peer, 8080);
+        connect_as(&pair.pod, 5678, peer, 8080);
         only(&remote, &format!("kuma-dp (uid 5678) -> {peer}:8080 goes direct"));
         connect_from(&pair.peer, SocketAddr::new(pod_ip, 5000));
         only(&inbound, &format!("peer -> {pod}:5000 is captured inbound"));

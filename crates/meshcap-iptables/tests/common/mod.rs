@@ -136,3 +136,139 @@ pub fn with_multiple_config_flags() -> Config {
     }
     b.build().expect("with-multiple-config-flags config")
 }
+
+/// Docker- and kube-proxy-like state in nat and filter (both families where it applies).
+pub const FOREIGN_V4: &str = "*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:DOCKER - [0:0]
+:DOCKER-ISOLATION-STAGE-1 - [0:0]
+:DOCKER-USER - [0:0]
+:KUBE-FIREWALL - [0:0]
+:KUBE-SERVICES - [0:0]
+-A INPUT -j KUBE-FIREWALL
+-A FORWARD -j DOCKER-USER
+-A FORWARD -j DOCKER-ISOLATION-STAGE-1
+-A FORWARD -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A FORWARD -o docker0 -j DOCKER
+-A FORWARD -i docker0 ! -o docker0 -j ACCEPT
+-A OUTPUT -m conntrack --ctstate NEW -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES
+-A DOCKER-ISOLATION-STAGE-1 -j RETURN
+-A DOCKER-USER -j RETURN
+-A KUBE-FIREWALL ! -s 127.0.0.0/8 -d 127.0.0.0/8 -m comment --comment \"block incoming localnet connections\" -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:DOCKER - [0:0]
+:KUBE-MARK-MASQ - [0:0]
+:KUBE-POSTROUTING - [0:0]
+:KUBE-SEP-AAAA - [0:0]
+:KUBE-SERVICES - [0:0]
+:KUBE-SVC-BBBB - [0:0]
+-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES
+-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
+-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING
+-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
+-A DOCKER -i docker0 -j RETURN
+-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000
+-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
+-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0
+-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully
+-A KUBE-SEP-AAAA -s 10.244.0.5/32 -m comment --comment \"default/web\" -j KUBE-MARK-MASQ
+-A KUBE-SEP-AAAA -p tcp -m comment --comment \"default/web\" -m tcp -j DNAT --to-destination 10.244.0.5:8080
+-A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment \"default/web cluster IP\" -m tcp --dport 80 -j KUBE-SVC-BBBB
+-A KUBE-SVC-BBBB -m comment --comment \"default/web -> 10.244.0.5:8080\" -m statistic --mode random --probability 0.50000000000 -j KUBE-SEP-AAAA
+COMMIT
+";
+
+pub const FOREIGN_V6: &str = "*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:KUBE-FORWARD - [0:0]
+-A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD
+-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:KUBE-SERVICES - [0:0]
+-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES
+-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES
+-A KUBE-SERVICES -d fd00:96::10/128 -p tcp -m comment --comment \"default/web cluster IP\" -m tcp --dport 80 -j RETURN
+COMMIT
+";
+
+/// Load [`FOREIGN_V4`] and [`FOREIGN_V6`] into `ns` with the default iptables.
+pub fn preload(ns: &meshcap_testns::NetNs) {
+    for (tool, text) in [("iptables-restore", FOREIGN_V4), ("ip6tables-restore", FOREIGN_V6)] {
+        let mut child = ns
+            .command(tool)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("restore");
+        use std::io::Write as _;
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "{tool} of the foreign rules");
+    }
+}
+
+/// A listener bound inside `ns`, checked for pending connections without blocking.
+pub struct Probe {
+    listener: std::net::TcpListener,
+    /// What it stands for, in assertion messages.
+    pub name: &'static str,
+}
+
+impl Probe {
+    /// Bind `addr` inside `ns`.
+    pub fn bind(ns: &meshcap_testns::NetNs, addr: &'static str, name: &'static str) -> Probe {
+        let listener = ns
+            .enter(move || std::net::TcpListener::bind(addr))
+            .expect("enter")
+            .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        listener.set_nonblocking(true).unwrap();
+        Probe { listener, name }
+    }
+
+    /// Whether a connection is waiting (the handshake completes in the kernel before `accept`).
+    pub fn took(&self) -> bool {
+        match self.listener.accept() {
+            Ok(_) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            Err(e) => panic!("{}: accept: {e}", self.name),
+        }
+    }
+}
+
+/// Connect from inside `ns` (this process's uid).
+pub fn connect_from(ns: &meshcap_testns::NetNs, to: std::net::SocketAddr) {
+    ns.enter(move || std::net::TcpStream::connect_timeout(&to, std::time::Duration::from_secs(5)))
+        .expect("enter")
+        .unwrap_or_else(|e| panic!("connect {to}: {e}"));
+}
+
+/// Connect as `uid`/`gid` from a child process inside `ns` (`setpriv` drops the ids before the
+/// connect).
+pub fn connect_as(ns: &meshcap_testns::NetNs, uid: u32, host: &str, port: u16) {
+    let script = format!("exec 3<>/dev/tcp/{host}/{port}");
+    let ids = [format!("--reuid={uid}"), format!("--regid={uid}")];
+    let status = ns
+        .command("setpriv")
+        .args(&ids)
+        .arg("--clear-groups")
+        .args(["bash", "-c", &script])
+        .status()
+        .expect("setpriv");
+    assert!(status.success(), "connect as uid {uid} to {host}:{port}");
+}
+
+pub mod strategies;
