@@ -106,6 +106,7 @@ mod model;
 mod nft;
 mod parse;
 mod render;
+mod safety;
 mod types;
 
 pub use config::{
@@ -122,6 +123,7 @@ pub use model::{
 pub use nft::{NFT_COMMENT_MAX, NftError};
 pub use parse::parse_save;
 pub use render::render_dry_run;
+pub use safety::{LoopRisk, check_loop_safety};
 pub use types::{
     Address, CHAIN_NAME_MAX, COMMENT_MAX, ChainName, Comment, Family, Interface, MULTIPORT_MAX_SLOTS, Negatable, Port,
     PortList, PortRange, UidRange,
