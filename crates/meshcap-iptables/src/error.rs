@@ -1,7 +1,13 @@
 //! Error types. Every message is lowercase and names the offending value.
 
+use std::fmt;
 use std::io;
+use std::path::PathBuf;
 use std::process::ExitStatus;
+use std::time::Duration;
+
+use crate::install::{Backend, DriftReport};
+use crate::types::Family;
 
 /// A single value (port, range, address, name, comment) failed validation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -281,6 +287,12 @@ pub enum RuleError {
 }
 
 /// Running the iptables tools failed, or the rule set could not be applied.
+///
+/// [`Installer`](crate::Installer)'s `install*` and `uninstall*` methods report a failure as
+/// [`InstallError::Failed`]: the family, the [`Step`] that failed, the [`Outcome`] (nothing changed,
+/// the previous rules put back, or not put back with the saved rules to restore by hand) and, as its
+/// [`source`](std::error::Error::source), the command that failed. The other variants are those
+/// causes, and [`InstallError::Locked`] when another install holds the namespace.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum InstallError {
@@ -293,6 +305,14 @@ pub enum InstallError {
         #[source]
         source: io::Error,
     },
+    /// A program is not installed (not on `PATH` where the executor runs it).
+    #[error("`{program}` is not installed or not on PATH (running `{command}`)")]
+    NotFound {
+        /// The command line.
+        command: String,
+        /// The missing program.
+        program: String,
+    },
     /// A command exited unsuccessfully.
     #[error("`{command}` failed ({status}): {stderr}")]
     Command {
@@ -303,7 +323,7 @@ pub enum InstallError {
         /// Its standard error, trimmed.
         stderr: String,
     },
-    /// `iptables-restore` rejected the rules; the previous state was restored.
+    /// `iptables-restore` rejected the rules.
     #[error(
         "`{command}` failed after {attempts} attempt(s) ({status}): {stderr}{}{}",
         line.map(|l| format!("; input line {l}")).unwrap_or_default(),
@@ -325,22 +345,21 @@ pub enum InstallError {
         /// The full input that was fed to the command.
         script: String,
     },
-    /// Applying failed and putting the saved state back failed too: the tables may be left changed.
-    #[error("{apply}; restoring the saved state also failed: {rollback}")]
-    Rollback {
-        /// The original failure.
-        apply: Box<InstallError>,
-        /// Why the rollback failed.
-        rollback: Box<InstallError>,
-    },
     /// After a rollback the tables still differ from the snapshot taken before.
     #[error("the tables differ from the saved state after rollback (tables {tables:?})")]
     RollbackMismatch {
         /// The tables whose `iptables-save` text differs.
         tables: Vec<String>,
     },
+    /// The rules read back after a successful `iptables-restore` are not the ones applied (another
+    /// program changed them at the same moment, or the tool misreported).
+    #[error("the rules read back differ from the rules applied: {report}")]
+    Drift {
+        /// The differences.
+        report: DriftReport,
+    },
     /// No usable iptables backend was found.
-    #[error("no usable iptables backend: nft: {nft}; legacy: {legacy}")]
+    #[error("no usable iptables backend (install iptables): nft: {nft}; legacy: {legacy}")]
     NoBackend {
         /// Why nft was rejected.
         nft: String,
@@ -356,4 +375,152 @@ pub enum InstallError {
         #[source]
         source: ParseError,
     },
+    /// Another install or uninstall held the network namespace's lock for longer than the wait.
+    #[error(
+        "another install or uninstall is running in this network namespace (lock {} held for {}s); nothing was \
+         changed: try again when it has finished",
+        path.display(),
+        waited.as_secs()
+    )]
+    Locked {
+        /// The lock file (the network namespace file).
+        path: PathBuf,
+        /// How long this call waited.
+        waited: Duration,
+    },
+    /// The lock file could not be opened or locked.
+    #[error("could not lock {}; nothing was changed", path.display())]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A step of an install or uninstall failed; the outcome says what state the tables are in.
+    #[error("{family}: {step} failed; {outcome}")]
+    Failed {
+        /// The family being installed or removed when it failed.
+        family: Family,
+        /// What was being done.
+        step: Step,
+        /// What state the tables were left in.
+        outcome: Outcome,
+        /// The failure.
+        #[source]
+        source: Box<InstallError>,
+    },
+}
+
+impl InstallError {
+    /// The outcome of a failed install or uninstall ([`InstallError::Failed`]).
+    pub fn outcome(&self) -> Option<&Outcome> {
+        match self {
+            InstallError::Failed { outcome, .. } => Some(outcome),
+            _ => None,
+        }
+    }
+
+    /// The rules saved before a change that could not be put back ([`Outcome::NotRestored`]); feed
+    /// each to its restore command to return to the previous state.
+    pub fn saved_rules(&self) -> &[SavedRules] {
+        match self.outcome() {
+            Some(Outcome::NotRestored { saved, .. }) => saved,
+            _ => &[],
+        }
+    }
+}
+
+/// A step of [`Installer`](crate::Installer)'s install and uninstall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Step {
+    /// Choosing the backend and probing the programs and the host.
+    Detect,
+    /// Saving the current rules (`iptables-save -c`).
+    Snapshot,
+    /// The `iptables-restore --noflush` transaction.
+    Apply,
+    /// Reading the rules back and comparing them with the model.
+    Verify,
+    /// Removing rules of ours found with the other backend.
+    Cleanup(Backend),
+    /// The removal transaction of an uninstall.
+    Remove,
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Detect => f.write_str("detecting the iptables backend and host"),
+            Step::Snapshot => f.write_str("saving the current rules"),
+            Step::Apply => f.write_str("applying the rules"),
+            Step::Verify => f.write_str("reading the rules back"),
+            Step::Cleanup(backend) => write!(f, "removing our rules from the {backend} backend"),
+            Step::Remove => f.write_str("removing the rules"),
+        }
+    }
+}
+
+/// What state a failed install or uninstall left the tables in.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// It failed before anything was changed.
+    Unchanged,
+    /// Every table that changed was restored from the snapshot taken before and checked against it.
+    Restored {
+        /// The families whose rules were put back.
+        families: Vec<Family>,
+    },
+    /// Putting the previous rules back failed too: the tables may be left changed.
+    NotRestored {
+        /// Why the rollback failed.
+        rollback: Box<InstallError>,
+        /// The rules as they were before, to restore by hand.
+        saved: Vec<SavedRules>,
+    },
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Unchanged => f.write_str("nothing was changed"),
+            Outcome::Restored { families } => {
+                let names: Vec<&str> = families.iter().map(|f| f.label()).collect();
+                write!(f, "the previous {} rules were put back", names.join(" and "))
+            }
+            Outcome::NotRestored { rollback, saved } => {
+                write!(f, "putting the previous rules back failed too ({}", rollback)?;
+                let mut cause = std::error::Error::source(rollback.as_ref());
+                while let Some(c) = cause {
+                    write!(f, ": {c}")?;
+                    cause = c.source();
+                }
+                f.write_str("), so the tables may be left changed: restore them with ")?;
+                let commands: Vec<String> = saved
+                    .iter()
+                    .map(|s| format!("`{} < SAVED` ({} {})", s.command, s.family, s.backend))
+                    .collect();
+                write!(f, "{} (InstallError::saved_rules holds SAVED)", commands.join(", "))
+            }
+        }
+    }
+}
+
+/// The rules of one family and backend as they were before a change (`iptables-save -c` output),
+/// with the command that restores them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SavedRules {
+    /// The family.
+    pub family: Family,
+    /// The backend.
+    pub backend: Backend,
+    /// The command that puts [`text`](Self::text) back from its standard input, behind the
+    /// executor's prefix (`ip netns exec pod-1 iptables-nft-restore --counters`). It replaces the
+    /// saved tables whole.
+    pub command: String,
+    /// The saved rules, with counters.
+    pub text: String,
 }

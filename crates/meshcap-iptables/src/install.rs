@@ -6,37 +6,64 @@
 //! previous rules (`-D`, found by our comment prefix, by jumping to one of our chains, or by being
 //! identical to a rule we are about to add), flushes or deletes our chains (`-F`, `-X`) and then adds
 //! the new rules. Other programs' chains and rules are never touched. Before it, the whole ruleset is
-//! saved (`iptables-save -c`); if the restore fails, any table that changed is restored from that
-//! snapshot and the result is checked against it.
+//! saved (`iptables-save -c`); after it, the rules are read back and compared with the model. If
+//! anything fails, every table that changed is restored from the snapshot and checked against it,
+//! for every family of the call. The whole call holds an exclusive lock on the network namespace,
+//! so two installs never interleave.
 
 use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
+use std::fs::{File, TryLockError};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use crate::config::{Config, HostFacts, RetryPolicy};
-use crate::error::{InstallError, ParseError};
+use crate::error::{InstallError, Outcome, ParseError, SavedRules, Step};
 use crate::model::{Position, RuleSet, Table};
 use crate::parse::{Line, lines, parse_rule_tokens};
 use crate::render::token_quote;
+use crate::safety::{LoopRisk, check_loop_safety};
 use crate::types::{ChainName, Family};
+
+/// Where `ip netns` keeps named network namespaces (iproute2's `NETNS_RUN_DIR`).
+const NETNS_RUN_DIR: &str = "/var/run/netns";
 
 /// How the iptables tools are started: directly, or behind a command prefix such as
 /// `ip netns exec NAME` or `nsenter --net=/proc/PID/ns/net --`. The library never enters namespaces
 /// itself.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// An executor also names the lock file that serialises installs in its network namespace: an
+/// exclusive `flock` on the namespace file itself (`/proc/self/ns/net` for [`local`](Self::local),
+/// `/var/run/netns/NAME` for [`netns`](Self::netns)). Every process that locks the same namespace,
+/// whichever path it opens, waits for the others; nothing is created on disk. A custom prefix has no
+/// lock unless one is given with [`with_lock_file`](Self::with_lock_file).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Executor {
     prefix: Vec<OsString>,
+    lock_file: Option<PathBuf>,
+}
+
+impl Default for Executor {
+    fn default() -> Executor {
+        Executor::local()
+    }
 }
 
 impl Executor {
-    /// Run programs directly.
+    /// Run programs directly (in this process's network namespace, locked through
+    /// `/proc/self/ns/net`).
     pub fn local() -> Executor {
-        Executor::default()
+        Executor {
+            prefix: Vec::new(),
+            lock_file: Some(PathBuf::from("/proc/self/ns/net")),
+        }
     }
 
-    /// Run every program as `PREFIX… PROGRAM ARGS…`.
+    /// Run every program as `PREFIX… PROGRAM ARGS…` (no lock; see
+    /// [`with_lock_file`](Self::with_lock_file)).
     pub fn with_prefix<I, S>(prefix: I) -> Executor
     where
         I: IntoIterator<Item = S>,
@@ -44,17 +71,41 @@ impl Executor {
     {
         Executor {
             prefix: prefix.into_iter().map(Into::into).collect(),
+            lock_file: None,
         }
     }
 
-    /// Run programs inside the named network namespace (`ip netns exec NAME`).
+    /// Run programs inside the named network namespace (`ip netns exec NAME`), locked through
+    /// `/var/run/netns/NAME`.
     pub fn netns(name: &str) -> Executor {
-        Executor::with_prefix(["ip", "netns", "exec", name])
+        Executor {
+            lock_file: Some(Path::new(NETNS_RUN_DIR).join(name)),
+            ..Executor::with_prefix(["ip", "netns", "exec", name])
+        }
+    }
+
+    /// Lock this file (exclusive `flock`) while installing or uninstalling: the network namespace
+    /// file the prefix enters (`/proc/PID/ns/net`, `/var/run/netns/NAME`), so that every installer
+    /// of that namespace agrees on it.
+    pub fn with_lock_file(mut self, path: impl Into<PathBuf>) -> Executor {
+        self.lock_file = Some(path.into());
+        self
+    }
+
+    /// Do not lock (the caller serialises installs itself).
+    pub fn without_lock(mut self) -> Executor {
+        self.lock_file = None;
+        self
     }
 
     /// The prefix.
     pub fn prefix(&self) -> &[OsString] {
         &self.prefix
+    }
+
+    /// The lock file, if any.
+    pub fn lock_file(&self) -> Option<&Path> {
+        self.lock_file.as_deref()
     }
 
     /// A [`Command`] for `program` behind the prefix.
@@ -84,11 +135,17 @@ impl Executor {
             .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let spawn = |source| InstallError::Spawn {
-            command: command.clone(),
-            source,
+        let mut child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(source) if source.kind() == std::io::ErrorKind::NotFound => {
+                let missing = self.prefix.first().map(OsString::as_os_str).unwrap_or(program);
+                return Err(InstallError::NotFound {
+                    command,
+                    program: missing.to_string_lossy().into_owned(),
+                });
+            }
+            Err(source) => return Err(InstallError::Spawn { command, source }),
         };
-        let mut child = cmd.spawn().map_err(spawn)?;
         if let Some(input) = stdin
             && let Some(mut pipe) = child.stdin.take()
         {
@@ -96,17 +153,43 @@ impl Executor {
             // A child that exits early closes the pipe; its exit status tells what happened.
             let _ = pipe.write_all(input.as_bytes());
         }
-        let out = child.wait_with_output().map_err(spawn)?;
+        let out = match child.wait_with_output() {
+            Ok(out) => out,
+            Err(source) => return Err(InstallError::Spawn { command, source }),
+        };
         if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(InstallError::Command {
-                command,
-                status: out.status,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            })
+            return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
         }
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let program = program.to_string_lossy();
+        if not_found(&program, out.status.code(), &stderr) {
+            return Err(InstallError::NotFound {
+                command,
+                program: program.into_owned(),
+            });
+        }
+        Err(InstallError::Command {
+            command,
+            status: out.status,
+            stderr,
+        })
     }
+}
+
+/// Whether a failed command says that `program` does not exist, the way the usual prefixes report a
+/// failed exec: `ip netns exec` (`exec of "P" failed: No such file or directory`), `nsenter`
+/// (`failed to execute P: No such file or directory`), `env` (`'P': No such file or directory`) and
+/// shells (exit status 127).
+fn not_found(program: &str, code: Option<i32>, stderr: &str) -> bool {
+    let enoent = "No such file or directory";
+    code == Some(127)
+        || [
+            format!("exec of \"{program}\" failed: {enoent}"),
+            format!("failed to execute {program}: {enoent}"),
+            format!("'{program}': {enoent}"),
+        ]
+        .iter()
+        .any(|m| stderr.contains(m.as_str()))
 }
 
 /// The iptables backend.
@@ -119,6 +202,14 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The other backend.
+    pub fn other(self) -> Backend {
+        match self {
+            Backend::Nft => Backend::Legacy,
+            Backend::Legacy => Backend::Nft,
+        }
+    }
+
     fn mode(self) -> &'static str {
         match self {
             Backend::Nft => "nft",
@@ -257,6 +348,79 @@ pub struct InstallReport {
     pub attempts: u32,
     /// The iptables-restore input that was applied (empty when there was nothing to do).
     pub script: String,
+    /// Rules of ours that were found with the other backend and removed in the same call, so that
+    /// the rules are never split across backends.
+    pub other_backend: Option<Box<InstallReport>>,
+    /// Things the caller should know (rules removed from the other backend, legacy tables that could
+    /// not be read, an emptied table that could not be deleted).
+    pub warnings: Vec<String>,
+}
+
+/// A family that [`Installer::install_config`] (or `uninstall_config`, `verify_config`) left alone,
+/// and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Skipped {
+    /// The family.
+    pub family: Family,
+    /// Why (the missing program).
+    pub reason: String,
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} rules skipped: {}", self.family, self.reason)
+    }
+}
+
+/// What [`Installer::install_config`] or [`Installer::uninstall_config`] did: one report per family
+/// changed, and the families skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Installation {
+    /// One report per family, IPv4 first.
+    pub reports: Vec<InstallReport>,
+    /// Families left alone (IPv6 in dual-stack mode when the ip6tables programs are not installed).
+    pub skipped: Vec<Skipped>,
+}
+
+/// What [`Installer::verify_config`] found: one report per family (drift and loop risk), and the
+/// families skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Verification {
+    /// One report per family, IPv4 first.
+    pub reports: Vec<DriftReport>,
+    /// Families not checked (IPv6 in dual-stack mode when the ip6tables programs are not installed).
+    pub skipped: Vec<Skipped>,
+}
+
+impl Verification {
+    /// Whether every family matches the model and no loop risk was found.
+    pub fn is_clean(&self) -> bool {
+        self.reports.iter().all(DriftReport::is_clean)
+    }
+}
+
+impl fmt::Display for Verification {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for r in &self.reports {
+            if !first {
+                f.write_str("\n")?;
+            }
+            first = false;
+            write!(f, "{r}")?;
+        }
+        for s in &self.skipped {
+            if !first {
+                f.write_str("\n")?;
+            }
+            first = false;
+            write!(f, "{s}")?;
+        }
+        Ok(())
+    }
 }
 
 /// One difference between the installed rules and the model.
@@ -305,6 +469,16 @@ pub enum Drift {
         /// The order found.
         found: Vec<String>,
     },
+    /// Rules or chains of ours are installed with the other backend as well: the rules are split
+    /// across backends (both apply to every packet). `install` and `uninstall` remove them.
+    OtherBackend {
+        /// The backend holding them.
+        backend: Backend,
+        /// Rules of ours in other chains there.
+        rules: usize,
+        /// Our chains there.
+        chains: usize,
+    },
 }
 
 impl fmt::Display for Drift {
@@ -315,15 +489,22 @@ impl fmt::Display for Drift {
             Drift::MissingRule { table, chain, rule } => write!(f, "missing rule in {table}/{chain}: {rule}"),
             Drift::UnexpectedRule { table, chain, rule } => write!(f, "unexpected rule in {table}/{chain}: {rule}"),
             Drift::Misordered { table, chain, .. } => write!(f, "rules of {table}/{chain} are out of order"),
+            Drift::OtherBackend { backend, rules, chains } => write!(
+                f,
+                "{rules} rule(s) and {chains} chain(s) of ours are installed with the {backend} backend too: run install \
+                 or uninstall to remove them"
+            ),
         }
     }
 }
 
-/// The result of [`Installer::verify`].
+/// The result of [`Installer::verify`]: the differences from the model and, from
+/// [`Installer::verify_config`], whether the proxy's own traffic could loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DriftReport {
     family: Family,
     drifts: Vec<Drift>,
+    loop_risk: Option<LoopRisk>,
 }
 
 impl DriftReport {
@@ -337,20 +518,29 @@ impl DriftReport {
         &self.drifts
     }
 
-    /// Whether the installed rules match the model.
+    /// The loop risk found by [`Installer::verify_config`] for the proxy's uid.
+    pub fn loop_risk(&self) -> Option<&LoopRisk> {
+        self.loop_risk.as_ref()
+    }
+
+    /// Whether the installed rules match the model (and no loop risk was found).
     pub fn is_clean(&self) -> bool {
-        self.drifts.is_empty()
+        self.drifts.is_empty() && self.loop_risk.is_none()
     }
 }
 
 impl fmt::Display for DriftReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.drifts.is_empty() {
-            return write!(f, "{}: installed rules match the model", self.family);
+            write!(f, "{}: installed rules match the model", self.family)?;
+        } else {
+            write!(f, "{}: {} difference(s)", self.family, self.drifts.len())?;
+            for d in &self.drifts {
+                write!(f, "\n  {d}")?;
+            }
         }
-        write!(f, "{}: {} difference(s)", self.family, self.drifts.len())?;
-        for d in &self.drifts {
-            write!(f, "\n  {d}")?;
+        if let Some(risk) = &self.loop_risk {
+            write!(f, "\n  {risk}")?;
         }
         Ok(())
     }
@@ -365,6 +555,8 @@ pub struct Installer {
     executor: Executor,
     /// The backend, and whether its programs are the plain `iptables*` names.
     backend: OnceLock<(Backend, bool)>,
+    /// Whether the other backend's programs are installed (and are the plain names).
+    other: OnceLock<Option<bool>>,
     executables: [Option<Executables>; 2],
     retry: RetryPolicy,
     ownership: Ownership,
@@ -376,9 +568,14 @@ impl Clone for Installer {
         if let Some(b) = self.backend.get() {
             let _ = backend.set(*b);
         }
+        let other = OnceLock::new();
+        if let Some(o) = self.other.get() {
+            let _ = other.set(*o);
+        }
         Installer {
             executor: self.executor.clone(),
             backend,
+            other,
             executables: self.executables.clone(),
             retry: self.retry,
             ownership: self.ownership.clone(),
@@ -409,6 +606,8 @@ struct Snapshot {
     /// Tables in save order with their raw text (counters kept), for rollback.
     blocks: Vec<(Table, String)>,
     tables: Vec<(Table, SavedTable)>,
+    /// Whether iptables-nft-save warned that legacy tables exist too.
+    legacy_tables_present: bool,
 }
 
 impl Snapshot {
@@ -421,7 +620,10 @@ impl Snapshot {
             command: command.to_string(),
             source,
         };
-        let mut snap = Snapshot::default();
+        let mut snap = Snapshot {
+            legacy_tables_present: text.contains("iptables-legacy tables present"),
+            ..Snapshot::default()
+        };
         let mut current: Option<(Table, SavedTable, String)> = None;
         let raw_lines: Vec<&str> = text.lines().collect();
         for (n, line) in lines(text) {
@@ -568,12 +770,63 @@ struct Plan {
     tables: Vec<Table>,
 }
 
+/// One family's rules with one backend as saved before a change: what a rollback puts back.
+#[derive(Debug, Clone)]
+struct Saved {
+    family: Family,
+    backend: Backend,
+    exes: Executables,
+    snap: Snapshot,
+}
+
+impl Saved {
+    /// The saved rules as a restore input that returns the family to this state by itself: every
+    /// saved table, and on nft an empty block for every other table (which deletes it).
+    fn to_saved_rules(&self, executor: &Executor) -> SavedRules {
+        let mut text: String = self.snap.blocks.iter().map(|(_, b)| b.as_str()).collect();
+        if self.backend == Backend::Nft {
+            for t in ALL_TABLES {
+                if self.snap.table(t).is_none() {
+                    text.push_str(&format!("*{t}\nCOMMIT\n"));
+                }
+            }
+        }
+        SavedRules {
+            family: self.family,
+            backend: self.backend,
+            command: executor.describe(&self.exes.restore, &["--counters"]),
+            text,
+        }
+    }
+}
+
+const ALL_TABLES: [Table; 5] = [Table::Raw, Table::Mangle, Table::Nat, Table::Filter, Table::Security];
+
+/// The exclusive lock on a network namespace, released when dropped (closing the file releases the
+/// `flock`, also when the process dies).
+#[derive(Debug)]
+struct NamespaceLock {
+    _file: Option<File>,
+}
+
+/// A step of an install or uninstall that failed, before the outcome is known.
+type StepFailure = Box<(Step, InstallError)>;
+
+fn at(step: Step) -> impl FnOnce(InstallError) -> StepFailure {
+    move |e| Box::new((step, e))
+}
+
+/// The warning added when legacy tables exist that nobody can read.
+const UNREADABLE_LEGACY: &str = "iptables-legacy tables exist but the iptables-legacy programs are not installed, so rules \
+     there were not checked: install them (Debian: iptables) so that rules of ours there are found and removed";
+
 impl Installer {
     /// An installer with Kuma's defaults (backend detected, Kuma's retry policy and prefixes).
     pub fn new(executor: Executor) -> Installer {
         Installer {
             executor,
             backend: OnceLock::new(),
+            other: OnceLock::new(),
             executables: [None, None],
             retry: RetryPolicy::default(),
             ownership: Ownership::default(),
@@ -587,10 +840,12 @@ impl Installer {
             .with_ownership(Ownership::of(config))
     }
 
-    /// Use this backend instead of detecting one.
+    /// Use this backend instead of detecting one. Rules of ours found with the other backend are
+    /// still removed by `install` and `uninstall`.
     pub fn with_backend(self, backend: Backend) -> Installer {
         let installer = Installer {
             backend: OnceLock::new(),
+            other: OnceLock::new(),
             ..self
         };
         let _ = installer.backend.set((backend, false));
@@ -604,7 +859,8 @@ impl Installer {
         self
     }
 
-    /// Set the retry and lock-wait policy.
+    /// Set the retry policy. Its `wait_seconds` is also how long `install` and `uninstall` wait for
+    /// another installer holding the namespace's lock (0: fail at once).
     pub fn with_retry(mut self, retry: RetryPolicy) -> Installer {
         self.retry = retry;
         self
@@ -624,7 +880,8 @@ impl Installer {
     /// Detect the backend like Kuma: a backend is usable when its `iptables`, `-save` and `-restore`
     /// report that mode in `--version`; if only one is usable it wins; if both already hold rules nft
     /// wins unless only legacy has Docker's `DOCKER_OUTPUT` chain; if only legacy holds rules legacy
-    /// wins; otherwise nft. Unlike Kuma, legacy tables are only read when the kernel lists them
+    /// wins; otherwise nft. A backend whose `iptables-save` fails counts as unusable, as in Kuma.
+    /// Unlike Kuma, legacy tables are only read when the kernel lists them
     /// (`/proc/net/ip_tables_names`), so detection never instantiates legacy tables.
     pub fn detect_backend(&self) -> Result<Backend, InstallError> {
         if let Some((b, _)) = self.backend.get() {
@@ -632,8 +889,13 @@ impl Installer {
         }
         let nft = self.probe_backend(Backend::Nft);
         let legacy = self.probe_backend(Backend::Legacy);
-        let chosen = match (nft, legacy) {
-            (Err(n), Err(l)) => return Err(InstallError::NoBackend { nft: n, legacy: l }),
+        let chosen = match (&nft, &legacy) {
+            (Err(n), Err(l)) => {
+                return Err(InstallError::NoBackend {
+                    nft: n.clone(),
+                    legacy: l.clone(),
+                });
+            }
             (Ok(n), Err(_)) => (Backend::Nft, n.plain),
             (Err(_), Ok(l)) => (Backend::Legacy, l.plain),
             (Ok(n), Ok(l)) => match (n.has_rules, l.has_rules) {
@@ -642,6 +904,11 @@ impl Installer {
                 _ => (Backend::Nft, n.plain),
             },
         };
+        let other = match chosen.0 {
+            Backend::Nft => legacy.ok().map(|l| l.plain),
+            Backend::Legacy => nft.ok().map(|n| n.plain),
+        };
+        let _ = self.other.set(other);
         Ok(self.backend.get_or_init(|| chosen).0)
     }
 
@@ -662,34 +929,34 @@ impl Installer {
         }
     }
 
-    /// Probe one backend: `iptables-MODE*`, else the plain `iptables*` programs when they report that
-    /// mode; then whether it already holds rules or Docker's `DOCKER_OUTPUT` chain.
-    fn probe_backend(&self, backend: Backend) -> Result<BackendState, String> {
-        let suffixed = Executables::for_backend(backend, Family::V4);
-        let plain = Executables::plain(Family::V4);
+    /// The programs of `backend` for `family`: `iptables-MODE*`, else the plain `iptables*` names
+    /// when they report that mode (and whether they are the plain names).
+    fn programs(&self, backend: Backend, family: Family) -> Result<(Executables, bool), String> {
+        let suffixed = Executables::for_backend(backend, family);
+        let plain = Executables::plain(family);
         let all = |e: &Executables| -> Result<(), String> {
             [&e.iptables, &e.save, &e.restore]
                 .into_iter()
                 .try_for_each(|p| self.reports(p, backend))
         };
-        let (exes, is_plain) = match all(&suffixed) {
-            Ok(()) => (suffixed, false),
+        match all(&suffixed) {
+            Ok(()) => Ok((suffixed, false)),
             Err(first) => match all(&plain) {
-                Ok(()) => (plain, true),
-                Err(_) => return Err(first),
+                Ok(()) => Ok((plain, true)),
+                Err(_) => Err(first),
             },
-        };
-        if backend == Backend::Legacy {
-            let names = self
-                .executor
-                .run(OsStr::new("cat"), &["/proc/net/ip_tables_names"], None)
-                .unwrap_or_default();
-            if names.trim().is_empty() {
-                return Ok(BackendState {
-                    plain: is_plain,
-                    ..BackendState::default()
-                });
-            }
+        }
+    }
+
+    /// Probe one backend: its programs, then whether it already holds rules or Docker's
+    /// `DOCKER_OUTPUT` chain.
+    fn probe_backend(&self, backend: Backend) -> Result<BackendState, String> {
+        let (exes, is_plain) = self.programs(backend, Family::V4)?;
+        if backend == Backend::Legacy && !self.legacy_tables_listed(Family::V4) {
+            return Ok(BackendState {
+                plain: is_plain,
+                ..BackendState::default()
+            });
         }
         let text = self.executor.run(&exes.save, &[], None).map_err(|e| e.to_string())?;
         let snap = Snapshot::parse(&text, Family::V4, &exes.save.to_string_lossy()).map_err(|e| e.to_string())?;
@@ -702,6 +969,32 @@ impl Installer {
             docker_output: snap
                 .table(Table::Nat)
                 .is_some_and(|t| t.chains.iter().any(|c| c == "DOCKER_OUTPUT")),
+        })
+    }
+
+    /// Whether the kernel lists legacy tables of `family` (reading a legacy table that is not listed
+    /// would create it).
+    fn legacy_tables_listed(&self, family: Family) -> bool {
+        let names = match family {
+            Family::V4 => "/proc/net/ip_tables_names",
+            Family::V6 => "/proc/net/ip6_tables_names",
+        };
+        self.executor
+            .run(OsStr::new("cat"), &[names], None)
+            .is_ok_and(|text| !text.trim().is_empty())
+    }
+
+    /// The programs of the backend that was not chosen, when they are installed.
+    fn other_programs(&self, chosen: Backend, family: Family) -> Option<Executables> {
+        let plain = *self
+            .other
+            .get_or_init(|| self.programs(chosen.other(), Family::V4).ok().map(|(_, plain)| plain));
+        plain.map(|plain| {
+            if plain {
+                Executables::plain(family)
+            } else {
+                Executables::for_backend(chosen.other(), family)
+            }
         })
     }
 
@@ -752,71 +1045,368 @@ impl Installer {
             .with_mangle(mangle))
     }
 
-    fn snapshot(&self, family: Family) -> Result<(Backend, Executables, Snapshot), InstallError> {
-        let (backend, exes) = self.executables(family)?;
+    /// `iptables-save -c` of `family` with `exes`, parsed.
+    fn take(&self, family: Family, backend: Backend, exes: &Executables) -> Result<Saved, InstallError> {
         let text = self.executor.run(&exes.save, &["-c"], None)?;
         let snap = Snapshot::parse(&text, family, &exes.save.to_string_lossy())?;
-        Ok((backend, exes, snap))
+        Ok(Saved {
+            family,
+            backend,
+            exes: exes.clone(),
+            snap,
+        })
+    }
+
+    /// The rules of the other backend for `family` when it holds rules of ours (by prefix, or equal
+    /// to a rule of `model`): what would split our rules across backends. `None` when its programs
+    /// are not installed or, for legacy, the kernel lists no tables.
+    fn other_backend(
+        &self,
+        chosen: Backend,
+        family: Family,
+        model: Option<&RuleSet>,
+    ) -> Result<Option<Saved>, InstallError> {
+        let other = chosen.other();
+        let Some(exes) = self.other_programs(chosen, family) else {
+            return Ok(None);
+        };
+        if other == Backend::Legacy && !self.legacy_tables_listed(family) {
+            return Ok(None);
+        }
+        let saved = match self.take(family, other, &exes) {
+            Ok(saved) => saved,
+            Err(InstallError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok((!self.plan(&saved.snap, model, false).tables.is_empty()).then_some(saved))
+    }
+
+    /// A warning when the chosen (nft) backend reports legacy tables that no program here can read.
+    fn unreadable_legacy(&self, saved: &Saved, other: Option<&Saved>) -> Option<String> {
+        (saved.backend == Backend::Nft
+            && saved.snap.legacy_tables_present
+            && other.is_none()
+            && self.other_programs(Backend::Nft, saved.family).is_none())
+        .then(|| UNREADABLE_LEGACY.to_string())
+    }
+
+    /// Take the namespace's lock, waiting up to the retry policy's `wait_seconds`.
+    fn lock(&self) -> Result<NamespaceLock, InstallError> {
+        let Some(path) = self.executor.lock_file() else {
+            return Ok(NamespaceLock { _file: None });
+        };
+        let lock_error = |source| InstallError::Lock {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(lock_error)?;
+        let started = Instant::now();
+        let wait = Duration::from_secs(u64::from(self.retry.wait_seconds));
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(NamespaceLock { _file: Some(file) }),
+                Err(TryLockError::WouldBlock) => {
+                    let waited = started.elapsed();
+                    if waited >= wait {
+                        return Err(InstallError::Locked {
+                            path: path.to_path_buf(),
+                            waited,
+                        });
+                    }
+                    std::thread::sleep((wait - waited).min(Duration::from_millis(20)));
+                }
+                Err(TryLockError::Error(source)) => return Err(lock_error(source)),
+            }
+        }
     }
 
     /// Install `rules`: replace whatever of ours is installed for its family with `rules`, in one
-    /// transaction; on failure put the saved state back and say what failed.
+    /// transaction, read the result back and compare it with `rules`, and remove rules of ours left
+    /// with the other backend. On any failure the saved state is put back; the error says which
+    /// step failed and in what state the tables are ([`InstallError::Failed`]).
+    ///
+    /// # Errors
+    ///
+    /// [`InstallError::Locked`] when another installer holds the namespace longer than the wait;
+    /// otherwise [`InstallError::Failed`].
     pub fn install(&self, rules: &RuleSet) -> Result<InstallReport, InstallError> {
-        let (backend, exes, snap) = self.snapshot(rules.family())?;
-        let plan = self.plan(&snap, Some(rules), true);
-        self.apply(rules.family(), backend, &exes, &snap, plan)
+        let _lock = self.lock()?;
+        let mut done = Vec::new();
+        self.install_one(rules, &mut done).map_err(|failure| {
+            let (step, e) = *failure;
+            self.fail(rules.family(), step, e, &done)
+        })
+    }
+
+    /// Install rule sets of several families (IPv4 then IPv6, say) as one unit: when one fails,
+    /// every family installed before it in this call is put back too.
+    ///
+    /// # Errors
+    ///
+    /// As [`install`](Self::install); [`Outcome::Restored`] lists every family put back.
+    pub fn install_all(&self, sets: &[RuleSet]) -> Result<Vec<InstallReport>, InstallError> {
+        let _lock = self.lock()?;
+        self.install_locked(sets)
+    }
+
+    fn install_locked(&self, sets: &[RuleSet]) -> Result<Vec<InstallReport>, InstallError> {
+        let mut done = Vec::new();
+        let mut reports = Vec::with_capacity(sets.len());
+        for rules in sets {
+            match self.install_one(rules, &mut done) {
+                Ok(report) => reports.push(report),
+                Err(failure) => {
+                    let (step, e) = *failure;
+                    return Err(self.fail(rules.family(), step, e, &done));
+                }
+            }
+        }
+        Ok(reports)
+    }
+
+    /// What a sidecar's init step calls: probe the host for each family of `config`, build the rules
+    /// and install them all with [`install_all`](Self::install_all).
+    ///
+    /// In dual-stack mode IPv6 is skipped, like Kuma, when the ip6tables programs of the backend are
+    /// not installed; [`Installation::skipped`] says so and the caller should warn. Any other
+    /// ip6tables failure is an error (set `ipFamilyMode: ipv4` if IPv6 is not wanted). In IPv4 mode
+    /// the ip6tables programs are never run.
+    ///
+    /// # Errors
+    ///
+    /// As [`install_all`](Self::install_all).
+    pub fn install_config(&self, config: &Config) -> Result<Installation, InstallError> {
+        let _lock = self.lock()?;
+        let (sets, skipped) = self.rule_sets(config)?;
+        let reports = self.install_locked(&sets)?;
+        Ok(Installation { reports, skipped })
+    }
+
+    /// The families of `config` that can be used, each with its rule set built for the probed host.
+    fn rule_sets(&self, config: &Config) -> Result<(Vec<RuleSet>, Vec<Skipped>), InstallError> {
+        let unchanged = |family, source| InstallError::Failed {
+            family,
+            step: Step::Detect,
+            outcome: Outcome::Unchanged,
+            source: Box::new(source),
+        };
+        let mut sets = Vec::new();
+        let mut skipped = Vec::new();
+        for &family in config.families() {
+            if family == Family::V6 {
+                let (_, exes) = self.executables(family).map_err(|e| unchanged(family, e))?;
+                let present = [&exes.iptables, &exes.save, &exes.restore]
+                    .into_iter()
+                    .try_for_each(|p| self.executor.run(p, &["--version"], None).map(|_| ()));
+                match present {
+                    Ok(()) => {}
+                    Err(e @ InstallError::NotFound { .. }) => {
+                        skipped.push(Skipped {
+                            family,
+                            reason: e.to_string(),
+                        });
+                        continue;
+                    }
+                    Err(e) => return Err(unchanged(family, e)),
+                }
+            }
+            let host = self.probe_host(family).map_err(|e| unchanged(family, e))?;
+            sets.push(RuleSet::build_with(config, family, &host));
+        }
+        Ok((sets, skipped))
+    }
+
+    fn install_one(&self, rules: &RuleSet, done: &mut Vec<Saved>) -> Result<InstallReport, StepFailure> {
+        let family = rules.family();
+        let (backend, exes) = self.executables(family).map_err(at(Step::Detect))?;
+        let saved = self.take(family, backend, &exes).map_err(at(Step::Snapshot))?;
+        let other = self
+            .other_backend(backend, family, Some(rules))
+            .map_err(at(Step::Detect))?;
+        done.push(saved.clone());
+        let plan = self.plan(&saved.snap, Some(rules), true);
+        let mut report = self.apply(&saved, plan).map_err(at(Step::Apply))?;
+        let back = self.take(family, backend, &exes).map_err(at(Step::Verify))?;
+        let drift = verify_against(&self.ownership, &back.snap, rules);
+        if !drift.is_clean() {
+            return Err(Box::new((Step::Verify, InstallError::Drift { report: drift })));
+        }
+        report.warnings.extend(self.unreadable_legacy(&saved, other.as_ref()));
+        if let Some(other) = other {
+            done.push(other.clone());
+            let cleaned = self.remove_from(&other, Some(rules), Step::Cleanup(other.backend))?;
+            report.warnings.push(format!(
+                "removed {} rule(s) and {} chain(s) of ours that an earlier install left with the {} backend",
+                cleaned.removed_rules, cleaned.removed_chains, other.backend
+            ));
+            report.other_backend = Some(Box::new(cleaned));
+        }
+        Ok(report)
     }
 
     /// Remove everything of ours from `family`: our chains, and rules carrying our comment or jumping
-    /// to our chains. Rules installed without comments that jump nowhere of ours (e.g. the DNS
-    /// REDIRECT with `--disable-comments`) are only found by [`uninstall_rules`](Self::uninstall_rules).
+    /// to our chains, with whichever backend holds them. Rules installed without comments that jump
+    /// nowhere of ours (e.g. the DNS REDIRECT with `--disable-comments`) are only found by
+    /// [`uninstall_rules`](Self::uninstall_rules).
     ///
     /// On the nft backend a table left with nothing but empty built-in chains (ACCEPT policies) after
     /// removing our rules is deleted too, so that install + uninstall leaves `iptables-save` as it was
     /// even when the install created the raw or mangle table. Legacy tables cannot be deleted.
+    ///
+    /// # Errors
+    ///
+    /// As [`install`](Self::install).
     pub fn uninstall(&self, family: Family) -> Result<InstallReport, InstallError> {
-        let (backend, exes, snap) = self.snapshot(family)?;
-        let plan = self.plan(&snap, None, false);
+        let _lock = self.lock()?;
+        let mut done = Vec::new();
+        self.remove_one(family, None, &mut done).map_err(|failure| {
+            let (step, e) = *failure;
+            self.fail(family, step, e, &done)
+        })
+    }
+
+    /// Like [`uninstall`](Self::uninstall), also removing rules identical to rules of `rules`.
+    ///
+    /// # Errors
+    ///
+    /// As [`install`](Self::install).
+    pub fn uninstall_rules(&self, rules: &RuleSet) -> Result<InstallReport, InstallError> {
+        let _lock = self.lock()?;
+        let mut done = Vec::new();
+        self.remove_one(rules.family(), Some(rules), &mut done)
+            .map_err(|failure| {
+                let (step, e) = *failure;
+                self.fail(rules.family(), step, e, &done)
+            })
+    }
+
+    /// Remove the rules of every family of `config` as one unit (like
+    /// [`uninstall_rules`](Self::uninstall_rules) for each, all put back if one fails), skipping
+    /// IPv6 like [`install_config`](Self::install_config).
+    ///
+    /// # Errors
+    ///
+    /// As [`install_all`](Self::install_all).
+    pub fn uninstall_config(&self, config: &Config) -> Result<Installation, InstallError> {
+        let _lock = self.lock()?;
+        let (sets, skipped) = self.rule_sets(config)?;
+        let mut done = Vec::new();
+        let mut reports = Vec::with_capacity(sets.len());
+        for rules in &sets {
+            match self.remove_one(rules.family(), Some(rules), &mut done) {
+                Ok(report) => reports.push(report),
+                Err(failure) => {
+                    let (step, e) = *failure;
+                    return Err(self.fail(rules.family(), step, e, &done));
+                }
+            }
+        }
+        Ok(Installation { reports, skipped })
+    }
+
+    fn remove_one(
+        &self,
+        family: Family,
+        model: Option<&RuleSet>,
+        done: &mut Vec<Saved>,
+    ) -> Result<InstallReport, StepFailure> {
+        let (backend, exes) = self.executables(family).map_err(at(Step::Detect))?;
+        let saved = self.take(family, backend, &exes).map_err(at(Step::Snapshot))?;
+        let other = self.other_backend(backend, family, model).map_err(at(Step::Detect))?;
+        done.push(saved.clone());
+        let mut report = self.remove_from(&saved, model, Step::Remove)?;
+        report.warnings.extend(self.unreadable_legacy(&saved, other.as_ref()));
+        if let Some(other) = other {
+            done.push(other.clone());
+            let cleaned = self.remove_from(&other, model, Step::Cleanup(other.backend))?;
+            report.warnings.push(format!(
+                "removed {} rule(s) and {} chain(s) of ours from the {} backend too",
+                cleaned.removed_rules, cleaned.removed_chains, other.backend
+            ));
+            report.other_backend = Some(Box::new(cleaned));
+        }
+        Ok(report)
+    }
+
+    /// Remove ours from the rules `saved` was taken of, read them back to check that nothing of ours
+    /// is left, then (nft) delete the tables this emptied, best effort.
+    fn remove_from(&self, saved: &Saved, model: Option<&RuleSet>, step: Step) -> Result<InstallReport, StepFailure> {
+        let plan = self.plan(&saved.snap, model, false);
         let touched = plan.tables.clone();
-        let report = self.apply(family, backend, &exes, &snap, plan)?;
-        self.drop_emptied_tables(family, backend, &exes, &touched)?;
+        let mut report = self.apply(saved, plan).map_err(at(step))?;
+        if touched.is_empty() {
+            return Ok(report);
+        }
+        let back = self
+            .take(saved.family, saved.backend, &saved.exes)
+            .map_err(at(Step::Verify))?;
+        let left = self.plan(&back.snap, model, false);
+        if !left.tables.is_empty() {
+            let drift = verify_against(&self.ownership, &back.snap, &RuleSet::new(saved.family));
+            return Err(Box::new((Step::Verify, InstallError::Drift { report: drift })));
+        }
+        if let Err(e) = self.drop_emptied_tables(saved, &back.snap, &touched) {
+            report
+                .warnings
+                .push(format!("could not delete the tables left empty: {e}"));
+        }
         Ok(report)
     }
 
     /// Delete (nft) the tables among `touched` that are now empty.
-    fn drop_emptied_tables(
-        &self,
-        family: Family,
-        backend: Backend,
-        exes: &Executables,
-        touched: &[Table],
-    ) -> Result<(), InstallError> {
-        if backend != Backend::Nft || touched.is_empty() {
+    fn drop_emptied_tables(&self, saved: &Saved, now: &Snapshot, touched: &[Table]) -> Result<(), InstallError> {
+        if saved.backend != Backend::Nft {
             return Ok(());
         }
-        let (_, _, now) = self.snapshot(family)?;
         let script: String = now
             .tables
             .iter()
-            .filter(|(t, saved)| {
-                touched.contains(t) && saved.rules.is_empty() && saved.chains.is_empty() && !saved.strict_policy
+            .filter(|(t, table)| {
+                touched.contains(t) && table.rules.is_empty() && table.chains.is_empty() && !table.strict_policy
             })
             .map(|(t, _)| format!("*{t}\nCOMMIT\n"))
             .collect();
         if script.is_empty() {
             return Ok(());
         }
-        self.executor.run(&exes.restore, &[], Some(&script)).map(|_| ())
+        self.executor.run(&saved.exes.restore, &[], Some(&script)).map(|_| ())
     }
 
-    /// Like [`uninstall`](Self::uninstall), also removing rules identical to rules of `rules`.
-    pub fn uninstall_rules(&self, rules: &RuleSet) -> Result<InstallReport, InstallError> {
-        let (backend, exes, snap) = self.snapshot(rules.family())?;
-        let plan = self.plan(&snap, Some(rules), false);
-        let touched = plan.tables.clone();
-        let report = self.apply(rules.family(), backend, &exes, &snap, plan)?;
-        self.drop_emptied_tables(rules.family(), backend, &exes, &touched)?;
-        Ok(report)
+    /// Put every family of `done` back (last first) and wrap `error` with the outcome.
+    fn fail(&self, family: Family, step: Step, error: InstallError, done: &[Saved]) -> InstallError {
+        let outcome = if done.is_empty() {
+            Outcome::Unchanged
+        } else {
+            let mut failed: Vec<(&Saved, InstallError)> = Vec::new();
+            for saved in done.iter().rev() {
+                if let Err(e) = self.restore(saved) {
+                    failed.push((saved, e));
+                }
+            }
+            let saved: Vec<SavedRules> = failed.iter().map(|(s, _)| s.to_saved_rules(&self.executor)).collect();
+            match failed.into_iter().next() {
+                None => {
+                    let mut families = Vec::new();
+                    for s in done {
+                        if !families.contains(&s.family) {
+                            families.push(s.family);
+                        }
+                    }
+                    families.sort_by_key(|f| family_index(*f));
+                    Outcome::Restored { families }
+                }
+                Some((_, rollback)) => Outcome::NotRestored {
+                    rollback: Box::new(rollback),
+                    saved,
+                },
+            }
+        };
+        InstallError::Failed {
+            family,
+            step,
+            outcome,
+            source: Box::new(error),
+        }
     }
 
     fn owned_chains(&self, snap: &Snapshot, rules: Option<&RuleSet>, table: Table) -> BTreeSet<String> {
@@ -875,28 +1465,26 @@ impl Installer {
         plan
     }
 
-    fn apply(
-        &self,
-        family: Family,
-        backend: Backend,
-        exes: &Executables,
-        snap: &Snapshot,
-        plan: Plan,
-    ) -> Result<InstallReport, InstallError> {
+    /// Run the restore transaction of `plan` against the state `saved` was taken of. Between
+    /// attempts the saved state is put back first; after the last failed attempt that is left to the
+    /// caller (which puts back every family of the call).
+    fn apply(&self, saved: &Saved, plan: Plan) -> Result<InstallReport, InstallError> {
         let mut report = InstallReport {
-            family,
-            backend,
+            family: saved.family,
+            backend: saved.backend,
             removed_rules: plan.removed_rules,
             removed_chains: plan.removed_chains,
             added_rules: plan.added_rules,
             attempts: 0,
             script: String::new(),
+            other_backend: None,
+            warnings: Vec::new(),
         };
         if plan.tables.is_empty() {
             return Ok(report);
         }
         let mut args: Vec<String> = Vec::new();
-        if backend == Backend::Legacy && self.retry.wait_seconds > 0 {
+        if saved.backend == Backend::Legacy && self.retry.wait_seconds > 0 {
             args.push(format!("--wait={}", self.retry.wait_seconds));
             if self.retry.wait_interval_micros > 0 {
                 args.push(format!("--wait-interval={}", self.retry.wait_interval_micros));
@@ -905,32 +1493,24 @@ impl Installer {
         args.push("--noflush".to_string());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let attempts = self.retry.max_retries.saturating_add(1);
-        let mut last = None;
         for attempt in 1..=attempts {
-            match self.executor.run(&exes.restore, &args, Some(&plan.script)) {
+            match self.executor.run(&saved.exes.restore, &args, Some(&plan.script)) {
                 Ok(_) => {
                     report.attempts = attempt;
                     report.script = plan.script;
                     return Ok(report);
                 }
                 Err(e) => {
-                    if let Err(rollback) = self.rollback(family, backend, exes, snap) {
-                        return Err(InstallError::Rollback {
-                            apply: Box::new(self.apply_error(e, attempt, &plan.script)),
-                            rollback: Box::new(rollback),
-                        });
+                    let hopeless = matches!(e, InstallError::NotFound { .. } | InstallError::Spawn { .. });
+                    let e = self.apply_error(e, attempt, &plan.script);
+                    if hopeless || attempt == attempts || self.restore(saved).is_err() {
+                        return Err(e);
                     }
-                    last = Some(e);
-                    if attempt < attempts {
-                        std::thread::sleep(self.retry.sleep_between_retries);
-                    }
+                    std::thread::sleep(self.retry.sleep_between_retries);
                 }
             }
         }
-        match last {
-            Some(e) => Err(self.apply_error(e, attempts, &plan.script)),
-            None => Ok(report),
-        }
+        Ok(report)
     }
 
     fn apply_error(&self, e: InstallError, attempts: u32, script: &str) -> InstallError {
@@ -958,21 +1538,33 @@ impl Installer {
         }
     }
 
-    /// Put every table that differs from `snap` back (flush-restore of its saved text with counters;
-    /// a table that did not exist is emptied, which on nft removes it), then check the result.
-    fn rollback(
-        &self,
-        family: Family,
-        backend: Backend,
-        exes: &Executables,
-        snap: &Snapshot,
-    ) -> Result<(), InstallError> {
+    /// Put the state `saved` was taken of back, retrying (at least once more) as the retry policy
+    /// allows: the rollback is what keeps a failure from losing rules.
+    fn restore(&self, saved: &Saved) -> Result<(), InstallError> {
+        let attempts = self.retry.max_retries.saturating_add(1).max(2);
+        let mut attempt = 1;
+        loop {
+            match self.rollback(saved) {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt >= attempts => return Err(e),
+                Err(_) => {
+                    attempt += 1;
+                    std::thread::sleep(self.retry.sleep_between_retries);
+                }
+            }
+        }
+    }
+
+    /// Put every table that differs from `saved` back (flush-restore of its saved text with
+    /// counters; a table that did not exist is emptied, which on nft removes it), then check the
+    /// result.
+    fn rollback(&self, saved: &Saved) -> Result<(), InstallError> {
+        let (family, backend, exes, snap) = (saved.family, saved.backend, &saved.exes, &saved.snap);
         let now = self.executor.run(&exes.save, &["-c"], None)?;
         let now = Snapshot::parse(&now, family, &exes.save.to_string_lossy())?;
         let before = snap.comparable();
         let after = now.comparable();
         let mut script = String::new();
-        let mut changed = Vec::new();
         let all: BTreeSet<Table> = before.iter().chain(after.iter()).map(|(t, _)| *t).collect();
         for t in all {
             let b = before.iter().find(|(n, _)| *n == t).map(|(_, s)| s);
@@ -980,13 +1572,12 @@ impl Installer {
             if a == b {
                 continue;
             }
-            changed.push(t.to_string());
             match snap.blocks.iter().find(|(n, _)| *n == t) {
                 Some((_, block)) => script.push_str(block),
                 None => script.push_str(&format!("*{t}\nCOMMIT\n")),
             }
         }
-        if changed.is_empty() {
+        if script.is_empty() {
             return Ok(());
         }
         let mut args = vec!["--counters"];
@@ -1017,13 +1608,55 @@ impl Installer {
         }
     }
 
-    /// Compare what is installed for `rules.family()` with `rules` (see [`Drift`]).
+    /// Compare what is installed for `rules.family()` with `rules` (see [`Drift`]), including rules
+    /// of ours left with the other backend ([`Drift::OtherBackend`]).
     pub fn verify(&self, rules: &RuleSet) -> Result<DriftReport, InstallError> {
+        self.verify_with(rules, None)
+    }
+
+    /// What a sidecar calls at start-up: for each family of `config` (IPv6 skipped as in
+    /// [`install_config`](Self::install_config)), compare the installed rules with the rules of
+    /// `config` for the probed host, and check that outbound TCP of `config.proxy_uid()` (the uid the
+    /// sidecar runs as) cannot be redirected back to it ([`check_loop_safety`], against the rules of
+    /// both backends).
+    ///
+    /// # Errors
+    ///
+    /// When the tools cannot be run; differences and loop risks are in the [`Verification`].
+    pub fn verify_config(&self, config: &Config) -> Result<Verification, InstallError> {
+        let (sets, skipped) = self.rule_sets(config)?;
+        let mut reports = Vec::with_capacity(sets.len());
+        for rules in &sets {
+            reports.push(self.verify_with(rules, Some(config.proxy_uid()))?);
+        }
+        Ok(Verification { reports, skipped })
+    }
+
+    fn verify_with(&self, rules: &RuleSet, uid: Option<u32>) -> Result<DriftReport, InstallError> {
         let family = rules.family();
-        let (_, exes) = self.executables(family)?;
+        let (backend, exes) = self.executables(family)?;
         let text = self.executor.run(&exes.save, &[], None)?;
         let snap = Snapshot::parse(&text, family, &exes.save.to_string_lossy())?;
-        Ok(verify_against(&self.ownership, &snap, rules))
+        let mut report = verify_against(&self.ownership, &snap, rules);
+        let other = self.other_backend(backend, family, Some(rules))?;
+        if let Some(other) = &other {
+            let plan = self.plan(&other.snap, Some(rules), false);
+            report.drifts.push(Drift::OtherBackend {
+                backend: other.backend,
+                rules: plan.removed_rules,
+                chains: plan.removed_chains,
+            });
+        }
+        if let Some(uid) = uid {
+            report.loop_risk = check_loop_safety(&text, uid).err();
+            if report.loop_risk.is_none()
+                && let Some(other) = &other
+            {
+                let text: String = other.snap.blocks.iter().map(|(_, b)| b.as_str()).collect();
+                report.loop_risk = check_loop_safety(&text, uid).err();
+            }
+        }
+        Ok(report)
     }
 }
 
@@ -1229,6 +1862,7 @@ fn verify_against(ownership: &Ownership, snap: &Snapshot, rules: &RuleSet) -> Dr
     DriftReport {
         family: rules.family(),
         drifts,
+        loop_risk: None,
     }
 }
 

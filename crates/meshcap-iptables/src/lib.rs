@@ -114,8 +114,13 @@ pub use config::{
     KUMA_COMMENT_MAX, KUMA_COMMENT_PREFIX, KUMA_DNS_PORT, KUMA_DP_UID, KUMA_INBOUND_PORT, KUMA_OUTBOUND_PORT,
     RetryPolicy, UidExclusion, Vnet, parse_duration, parse_resolv_conf,
 };
-pub use error::{ConfigError, InstallError, ParseError, ParseErrorKind, RuleError, ValueError};
-pub use install::{Backend, Drift, DriftReport, Executables, Executor, InstallReport, Installer, Ownership};
+pub use error::{
+    ConfigError, InstallError, Outcome, ParseError, ParseErrorKind, RuleError, SavedRules, Step, ValueError,
+};
+pub use install::{
+    Backend, Drift, DriftReport, Executables, Executor, InstallReport, Installation, Installer, Ownership, Skipped,
+    Verification,
+};
 pub use model::{
     ChainRules, CtState, Log, LogLevel, Match, MultiportDirection, MultiportMatch, OtherMatch, OtherTarget, Policy,
     PortMatch, Position, PositionedRule, Protocol, Redirect, Rule, RuleBuilder, RuleSet, Table, TableRules, Target,

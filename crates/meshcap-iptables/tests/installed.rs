@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::{kuma_ref, normalize_save, preload, read};
 use meshcap_iptables::{
-    Backend, ChainName, Config, Drift, Executables, Executor, Family, InstallError, Installer, Match, RetryPolicy,
-    Rule, RuleSet, Table, Target,
+    Backend, ChainName, Config, Drift, Executables, Executor, Family, InstallError, Installer, Match, Outcome,
+    RetryPolicy, Rule, RuleSet, Step, Table, Target,
 };
 use meshcap_testns::{NetNs, privileged};
 
@@ -128,6 +128,16 @@ fn failing_install_restores_the_previous_state_and_says_why() {
     bad.append(Table::Nat, &ChainName::new("OUTPUT").unwrap(), ct_in_nat)
         .unwrap();
     let err = inst.install(&bad).unwrap_err();
+    let InstallError::Failed {
+        family: Family::V4,
+        step: Step::Apply,
+        outcome: Outcome::Restored { ref families },
+        ref source,
+    } = err
+    else {
+        panic!("expected a failed apply, put back, got {err:?}");
+    };
+    assert_eq!(families, &[Family::V4]);
     let InstallError::Apply {
         ref command,
         line,
@@ -135,18 +145,26 @@ fn failing_install_restores_the_previous_state_and_says_why() {
         ref stderr,
         attempts,
         ..
-    } = err
+    } = **source
     else {
-        panic!("expected an apply error, got {err:?}");
+        panic!("expected an apply error, got {source:?}");
     };
     assert_eq!(attempts, 1);
     assert!(command.contains("iptables-nft-restore --noflush"), "{command}");
     assert!(stderr.contains("line"), "{stderr}");
     assert!(line.is_some(), "{err}");
     assert_eq!(input.as_deref(), Some("-A OUTPUT -p tcp -j CT --zone 3"), "{err}");
-    let message = err.to_string();
+    let message = common::chain(&err);
     assert!(
-        message.contains("CT --zone 3") && message.contains("iptables-nft-restore"),
+        message.starts_with(&format!(
+            "IPv4: applying the rules failed; the previous IPv4 rules were put back: `ip netns exec {} \
+             iptables-nft-restore --noflush` failed after 1 attempt(s) (exit status: 4): iptables-nft-restore",
+            ns.name()
+        )),
+        "{message}"
+    );
+    assert!(
+        message.ends_with("; input line 27: `-A OUTPUT -p tcp -j CT --zone 3`"),
         "{message}"
     );
     assert_eq!(

@@ -271,4 +271,16 @@ pub fn connect_as(ns: &meshcap_testns::NetNs, uid: u32, host: &str, port: u16) {
     assert!(status.success(), "connect as uid {uid} to {host}:{port}");
 }
 
+/// An error and its sources, joined with `: ` (what a command-line tool prints).
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut out = error.to_string();
+    let mut cause = error.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 pub mod strategies;
