@@ -283,6 +283,11 @@ fn build_prerouting(b: &Builder<'_>, set: &mut RuleSet) {
                 redirect(c.dns_port),
             ));
         }
+        // `! -d 0.0.0.0/0` matches nothing (and iptables-nft rejects it): a /0 network (only possible
+        // through `Vnet::new`, its parser rejects it) gets no TCP rule.
+        if v.network().prefix_len() == 0 {
+            continue;
+        }
         w.insert(b.rule(
             &format!(
                 "redirect TCP traffic on interface {iface}, excluding destination {}, to the envoy's outbound passthrough port {}",

@@ -224,6 +224,11 @@ impl FromStr for Vnet {
             return Err(bad(format!("`{cidr}` is not a CIDR (ADDR/LEN)")));
         }
         let network = cidr.parse::<Address>().map_err(|e| bad(e.to_string()))?;
+        if network.prefix_len() == 0 {
+            return Err(bad(format!(
+                "`{cidr}` excludes every destination, so nothing would be redirected (and iptables-nft rejects the rule)"
+            )));
+        }
         Ok(Vnet { interface, network })
     }
 }
@@ -1214,6 +1219,24 @@ mod tests {
         assert_eq!(x.ports().to_string(), "1:65535");
         let x: UidExclusion = "udp:3900,3902,4000-6000:303".parse().unwrap();
         assert_eq!(x.protocols(), &[ExclusionProtocol::Udp]);
+    }
+
+    #[test]
+    fn vnets_of_every_destination_are_rejected() {
+        let err = Config::builder().vnets(["docker0:0.0.0.0/0"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid virtual network `docker0:0.0.0.0/0`: `0.0.0.0/0` excludes every destination, so nothing would be \
+             redirected (and iptables-nft rejects the rule)"
+        );
+        assert!(Config::builder().vnets(["br+:::/0"]).is_err());
+        // Built directly, such a network gets no (never matching) TCP rule.
+        let any: Address = "0.0.0.0/0".parse().unwrap();
+        let c = Config::builder().build().unwrap();
+        let mut c2 = c.clone();
+        c2.vnets = vec![Vnet::new(Interface::new("docker0").unwrap(), any)];
+        let text = crate::RuleSet::build(&c2, crate::Family::V4).render_restore();
+        assert!(!text.contains("0.0.0.0/0"), "{text}");
     }
 
     #[test]

@@ -652,6 +652,13 @@ fn canonicalize(matches: &[Match], target: Option<&Target>) -> Result<Rule, Rule
                     option: m.basic_option(),
                 });
             }
+            // `-s 0.0.0.0/0` and `-d ::/0` match everything; iptables drops them.
+            if let Match::Source(a) | Match::Destination(a) = m
+                && !a.negated
+                && a.value.prefix_len() == 0
+            {
+                continue;
+            }
             let m = match m {
                 Match::Source(a) => Match::Source(Negatable {
                     negated: a.negated,

@@ -70,3 +70,50 @@ fn a_sample_loads_with_iptables_restore_test() {
         })
         .unwrap();
 }
+
+/// Random configurations installed for real (both families at once) read back clean, and
+/// uninstalling them leaves the namespace as it was, byte for byte.
+#[test]
+fn a_sample_installs_verifies_and_uninstalls_cleanly() {
+    if !meshcap_testns::privileged("a_sample_installs_verifies_and_uninstalls_cleanly") {
+        return;
+    }
+    let ns = meshcap_testns::NetNs::new("ih").unwrap();
+    ns.run(["iptables", "-t", "nat", "-N", "DOCKER_OUTPUT"]).unwrap();
+    ns.run(["ip6tables", "-t", "nat", "-N", "DOCKER_OUTPUT"]).unwrap();
+    let save = |family: Family| -> String {
+        ns.iptables_save(family == Family::V6)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    };
+    let before = [save(Family::V4), save(Family::V6)];
+    let installer = meshcap_iptables::Installer::new(meshcap_iptables::Executor::netns(ns.name())).with_retry(
+        meshcap_iptables::RetryPolicy {
+            max_retries: 0,
+            ..Default::default()
+        },
+    );
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(16));
+    runner
+        .run(&(config(), host()), |(config, host)| {
+            let sets: Vec<RuleSet> = config
+                .families()
+                .iter()
+                .map(|f| RuleSet::build_with(&config, *f, &host))
+                .collect();
+            let reports = installer.install_all(&sets);
+            prop_assert!(reports.is_ok(), "{:?}", reports.err().map(|e| common::chain(&e)));
+            for rules in &sets {
+                let report = installer.verify(rules).unwrap();
+                prop_assert!(report.is_clean(), "{report}");
+                installer.uninstall_rules(rules).unwrap();
+            }
+            prop_assert_eq!(&save(Family::V4), &before[0]);
+            prop_assert_eq!(&save(Family::V6), &before[1]);
+            Ok(())
+        })
+        .unwrap();
+}

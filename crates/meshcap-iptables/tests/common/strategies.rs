@@ -64,9 +64,10 @@ fn uid_exclusion() -> impl Strategy<Value = String> {
 }
 
 fn vnet() -> impl Strategy<Value = String> {
+    // /0 networks are rejected (they would exclude every destination).
     ("[a-z][a-z0-9]{0,8}\\+?", ip(), 0u8..=128).prop_map(|(iface, ip, len)| {
         let max = if ip.is_ipv4() { 32 } else { 128 };
-        format!("{iface}:{ip}/{}", len % (max + 1))
+        format!("{iface}:{ip}/{}", 1 + len % max)
     })
 }
 
