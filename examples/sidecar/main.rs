@@ -12,6 +12,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod demo;
 mod envoy_config;
 mod iptables;
 
@@ -28,6 +29,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The demo: the sidecar in a namespace pair with Kuma's capture rules, and a trace of each request.
+    Demo(demo::DemoArgs),
+    /// The demo's counter app (started by `demo`).
+    #[command(hide = true)]
+    DemoApp(demo::app::DemoAppArgs),
     /// Transparent-proxy capture rules: render|install|uninstall|verify with kumactl's flags.
     Iptables(Box<iptables::IptablesArgs>),
     /// Print the Envoy bootstrap (or /config_dump) of a Kuma Dataplane and its policies.
@@ -37,6 +43,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::DemoApp(args) => demo::app::run(args),
         Command::Iptables(args) => iptables::run(*args),
         Command::EnvoyConfig(args) => envoy_config::run(args),
     }
