@@ -5,25 +5,14 @@
 //!
 //! Until `sidecar run` lands, the demo runs with a real Envoy (`--envoy`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use meshcap_testns::{NetNs, TempDir, envoy_executable, privileged, require_envoy};
 
 /// The example binary next to this test (`target/<profile>/examples/sidecar`).
 fn sidecar() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let sidecar = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps")
-        .join("examples/sidecar");
-    assert!(
-        sidecar.is_file(),
-        "{} not found: build it with `cargo build --example sidecar` (plain `cargo test` does)",
-        sidecar.display()
-    );
-    sidecar
+    meshcap_testns::example_binary("sidecar")
 }
 
 /// Run a demo command; its stdout and stderr, which must be a success.

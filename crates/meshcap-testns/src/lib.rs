@@ -125,6 +125,50 @@ pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// An example binary of the workspace, as `cargo test` builds it next to the test binaries
+/// (`target/<profile>/examples/<name>`), for a test that runs it.
+///
+/// # Panics
+/// When the binary is missing, or older than a source file it is built from (`src`, `examples`, the
+/// crates' `src`, the manifests): `cargo test --test NAME` alone does not build examples, and a stale
+/// binary would test old code. The message says how to build it.
+pub fn example_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps");
+    let binary = profile.join("examples").join(name);
+    let build = format!("cargo build --example {name} (plain `cargo test` builds it too)");
+    let built = std::fs::metadata(&binary)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} not found: {build}", binary.display()));
+    let root = workspace_root();
+    let mut sources = vec![root.join("src"), root.join("examples"), root.join("Cargo.toml")];
+    if let Ok(crates) = std::fs::read_dir(root.join("crates")) {
+        for krate in crates.flatten() {
+            sources.push(krate.path().join("src"));
+            sources.push(krate.path().join("Cargo.toml"));
+        }
+    }
+    if let Some(newer) = sources.iter().find_map(|p| newer_than(p, built)) {
+        panic!("{} is older than {}: {build}", binary.display(), newer.display());
+    }
+    binary
+}
+
+/// A file under `path` (or `path` itself) modified after `time`.
+fn newer_than(path: &Path, time: std::time::SystemTime) -> Option<PathBuf> {
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.is_dir() {
+        return std::fs::read_dir(path)
+            .ok()?
+            .flatten()
+            .find_map(|entry| newer_than(&entry.path(), time));
+    }
+    meta.modified().ok().filter(|m| *m > time).map(|_| path.to_path_buf())
+}
+
 /// The Envoy binary for tests: `MESHCAP_ENVOY`, else `<workspace>/.venv-envoy/bin/envoy`, else `envoy`
 /// on `PATH`. `None` when none exists.
 pub fn envoy_binary() -> Option<PathBuf> {

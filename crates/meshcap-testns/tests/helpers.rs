@@ -90,3 +90,9 @@ fn sockets_made_inside_a_namespace_stay_there() {
     server.read_exact(&mut byte).unwrap();
     assert_eq!(&byte, b"x");
 }
+
+#[test]
+#[should_panic(expected = "not found: cargo build --example no-such-example")]
+fn example_binary_says_how_to_build_a_missing_example() {
+    meshcap_testns::example_binary("no-such-example");
+}

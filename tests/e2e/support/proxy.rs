@@ -97,18 +97,7 @@ fn path_arg(p: &Path) -> String {
 
 /// The example binary, built by `cargo test` next to this test (`target/<profile>/examples/sidecar`).
 pub(crate) fn sidecar_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
-    let sidecar = profile_dir.join("examples/sidecar");
-    assert!(
-        sidecar.is_file(),
-        "{} not found: build it with `cargo build --example sidecar` (plain `cargo test` does)",
-        sidecar.display()
-    );
-    sidecar
+    meshcap_testns::example_binary("sidecar")
 }
 
 /// `sidecar envoy-config` for `config`: the bootstrap a real Envoy runs.
