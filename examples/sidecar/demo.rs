@@ -631,7 +631,11 @@ fn namespaces(args: &DemoArgs, rt: &tokio::runtime::Runtime) -> Result<(), Failu
         start_app(Some(&pair.peer), "10.244.0.5:8080".parse().expect("address"), "remote")?,
     ];
 
-    // Kuma's capture rules, from meshcap-iptables' Kuma preset.
+    // Kuma's capture rules, from meshcap-iptables' Kuma preset; like `sidecar iptables install` (and
+    // kumactl), ::6 on lo for the inbound IPv6 hops the sidecar sources from it.
+    pair.pod
+        .run(["ip", "-6", "addr", "replace", "::6/128", "dev", "lo"])
+        .map_err(|e| format!("add ::6 to lo: {e}"))?;
     let config = Config::builder()
         .proxy_uid(PROXY_UID)
         .build()
